@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs every Debian package that building cairn, `make demo` and `make test` need.
+# Run as root (or with sudo) on Debian 12 or later. Go itself (see go.mod) is expected on PATH.
+set -euo pipefail
+
+packages=(
+  ca-certificates git make gcc libc6-dev   # build; the race detector needs cgo
+  openssh-client                           # ssh-keygen, used by tests that make keys
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo "$0" "$@"
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+
+want=$(awk '/^go /{print $2}' "$(dirname "$0")/../go.mod")
+if ! command -v go >/dev/null; then
+  echo "deps.sh: Go $want is needed on PATH (https://go.dev/dl); Debian's golang package is too old" >&2
+  exit 1
+fi
+echo "deps.sh: packages installed; $(go version)"

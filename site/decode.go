@@ -27,6 +27,14 @@ type field struct {
 
 var fieldCache sync.Map // reflect.Type -> []field
 
+// patternText says in words what each pattern tag of the model accepts.
+var patternText = map[string]string{
+	`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`: "a DNS label: lowercase letters, digits and '-', at most 63, not starting or ending with '-'",
+	`^[a-z0-9][a-z0-9._-]*$`:               "a name of lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
+	`^[A-Za-z0-9_-]{1,36}$`:                "a label of letters, digits, '_' and '-', at most 36",
+	`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`:    "a name of letters, digits, '_', '.' and '-', at most 63, starting with a letter or digit",
+}
+
 // fieldsOf lists the TOML keys of a model struct, in declaration order.
 func fieldsOf(t reflect.Type) []field {
 	if fs, ok := fieldCache.Load(t); ok {
@@ -41,6 +49,9 @@ func fieldsOf(t reflect.Type) []field {
 		}
 		f := field{key: key, index: i, required: sf.Tag.Get("required") == "true",
 			pattern: sf.Tag.Get("pattern"), doc: sf.Tag.Get("doc")}
+		if _, ok := patternText[f.pattern]; f.pattern != "" && !ok {
+			panic(fmt.Sprintf("site: pattern of %s.%s has no text in patternText", t.Name(), sf.Name))
+		}
 		if e := sf.Tag.Get("enum"); e != "" {
 			f.enum = strings.Split(e, "|")
 		}
@@ -145,6 +156,7 @@ func (d *decoder) decodeValue(path string, raw any, v reflect.Value, f field) {
 			d.fail(path, false, fmt.Sprintf("expected an IPv4 CIDR, got %q", s), "write the network address and prefix length, e.g. \"10.20.0.0/24\"")
 		case p != p.Masked():
 			d.fail(path, false, fmt.Sprintf("%q has host bits set", s), fmt.Sprintf("did you mean %q?", p.Masked()))
+			v.Set(reflect.ValueOf(p.Masked())) // so that the checks that depend on it still run
 		default:
 			v.Set(reflect.ValueOf(p))
 		}
@@ -183,7 +195,7 @@ func (d *decoder) decodeValue(path string, raw any, v reflect.Value, f field) {
 			return
 		}
 		if f.pattern != "" && !matchPattern(f.pattern, s) {
-			d.fail(path, false, fmt.Sprintf("%q is not allowed here", s), f.doc)
+			d.fail(path, false, fmt.Sprintf("expected %s, got %q", patternText[f.pattern], s), "")
 			return
 		}
 		v.SetString(s)
@@ -280,12 +292,20 @@ func (d *decoder) mismatch(path string, raw any, want string) {
 	hint := ""
 	_, isString := raw.(string)
 	switch {
-	case !isString && strings.Contains(want, "string") || strings.Contains(want, "\""):
+	case isScalar(raw) && !isString && (strings.Contains(want, "string") || strings.Contains(want, "\"")):
 		hint = "put the value in double quotes"
 	case isString && want == "an array":
 		hint = `write it as an array, e.g. ["value"]`
 	}
 	d.fail(path, false, fmt.Sprintf("expected %s, got %s", want, describe(raw)), hint)
+}
+
+func isScalar(v any) bool {
+	switch v.(type) {
+	case []any, map[string]any:
+		return false
+	}
+	return true
 }
 
 // describe names a decoded TOML value for messages.

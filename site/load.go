@@ -49,9 +49,7 @@ func Load(dir string) (*Site, error) {
 	l.loadSiteFile()
 	l.loadHosts()
 	l.loadRoles()
-	if l.siteDoc != nil {
-		l.validate()
-	}
+	l.validate()
 	if len(l.errs) > 0 {
 		l.errs.sort()
 		return nil, l.errs
@@ -102,7 +100,7 @@ func (l *loader) readFile(rel string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if r, err := filepath.Rel(l.root, real); err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
-		return nil, fmt.Errorf("leads outside the site directory (to %s)", real)
+		return nil, errors.New("leads outside the site directory through a symlink")
 	}
 	info, err := os.Stat(real)
 	if err != nil {

@@ -162,8 +162,11 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// String formats the duration as Go does ("1m30s").
+func (d Duration) String() string { return time.Duration(d).String() }
+
 // MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 func (Duration) jsonSchema() map[string]any {
 	return map[string]any{"type": "string", "pattern": `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`}
@@ -249,9 +252,9 @@ func (p Port) String() string {
 }
 
 // Overlaps reports whether p and q publish a common host port of the same protocol on a common
-// address.
+// address. A zero Port overlaps nothing.
 func (p Port) Overlaps(q Port) bool {
-	if p.Protocol != q.Protocol || p.HostEnd < q.HostStart || q.HostEnd < p.HostStart {
+	if p.Protocol == "" || p.Protocol != q.Protocol || p.HostEnd < q.HostStart || q.HostEnd < p.HostStart {
 		return false
 	}
 	return !p.HostIP.IsValid() || !q.HostIP.IsValid() || p.HostIP == q.HostIP

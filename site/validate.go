@@ -25,8 +25,10 @@ var (
 // validate runs the checks that need more than one value, or more than one file, once every
 // file has been decoded.
 func (l *loader) validate() {
-	l.validateNetwork()
-	l.validateDefaults()
+	if l.siteDoc != nil {
+		l.validateNetwork()
+		l.validateDefaults()
+	}
 	for _, e := range l.roles {
 		l.validateRole(e)
 	}
@@ -201,7 +203,9 @@ func (l *loader) validateRole(e roleEntry) {
 			targets[target] = key
 		}
 		for j, v := range c.Volumes {
-			claim(v.Target, elem(p+".volumes", j))
+			if v.Target != "" { // "" failed to decode
+				claim(v.Target, elem(p+".volumes", j))
+			}
 		}
 		for j := range c.Files {
 			f, fp := &c.Files[j], elem(p+".file", j)
@@ -290,10 +294,10 @@ func (l *loader) validateHosts() {
 				}
 			}
 		}
-		if h.OS == "" && l.site.Defaults.OS == "" {
+		if h.OS == "" && l.site.Defaults.OS == "" && l.siteDoc != nil {
 			l.add(fileError(h.File, "no OS image for this host", `set os = "..." here, or os in [defaults] of site.toml`))
 		}
-		if h.Disk == "" && l.site.Defaults.Disk == "" {
+		if h.Disk == "" && l.site.Defaults.Disk == "" && l.siteDoc != nil {
 			l.add(fileError(h.File, "no target disk for this host", `set disk = "first-nonremovable" (or a device path) here, or disk in [defaults] of site.toml`))
 		}
 		l.checkKeys(d, "ssh_authorized_keys", h.SSHAuthorizedKeys)

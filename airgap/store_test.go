@@ -1,0 +1,328 @@
+package airgap_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"io/fs"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/cairn-appliance/cairn/airgap"
+)
+
+// fixture is a deterministic set of inputs: images, an index, an OS image, a netboot asset and
+// a file, with a layer shared between two images.
+type fixture struct {
+	images  map[string]v1.Image
+	indexes map[string]v1.ImageIndex
+	os      airgap.OSImage
+	netboot airgap.NetbootAsset
+	file    airgap.File
+	raw     []byte // the OS image's uncompressed content
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	f := &fixture{images: map[string]v1.Image{}, indexes: map[string]v1.ImageIndex{}}
+
+	shared, err := random.Layer(4096, types.DockerLayer)
+	must(t, err)
+	app, err := random.Image(3000, 3)
+	must(t, err)
+	app, err = mutate.AppendLayers(app, shared)
+	must(t, err)
+	f.images["registry.example.com/team/app:1.0"] = app
+
+	// An OCI image with the same shared layer, so the store holds it once.
+	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
+	ociLayer, err := random.Layer(2048, types.OCILayer)
+	must(t, err)
+	oci, err := mutate.AppendLayers(base, ociLayer, shared)
+	must(t, err)
+	f.images["nginx:1.27"] = oci
+
+	idx, err := random.Index(1024, 2, 2)
+	must(t, err)
+	f.indexes["quay.io/example/multi:v2"] = idx
+
+	dir := t.TempDir()
+	rng := rand.New(rand.NewSource(1))
+	f.raw = make([]byte, 64<<10)
+	rng.Read(f.raw[:32<<10]) // half random, half zeros, like a disk
+	var zbuf bytes.Buffer
+	zw, err := zstd.NewWriter(&zbuf)
+	must(t, err)
+	_, err = zw.Write(f.raw)
+	must(t, err)
+	must(t, zw.Close())
+	f.os = airgap.OSImage{Name: "debian-12", Tag: "20261101", Path: write(t, dir, "debian-12.raw.zst", zbuf.Bytes()), Format: airgap.FormatRawZstd}
+
+	kernel := make([]byte, 5000)
+	rng.Read(kernel)
+	f.netboot = airgap.NetbootAsset{Name: "debian-12/vmlinuz", Tag: "6.1", Path: write(t, dir, "vmlinuz", kernel), Type: airgap.NetbootKernel}
+	f.file = airgap.File{Name: "motd", Path: write(t, dir, "motd", []byte("welcome to the rack\n"))}
+	return f
+}
+
+// adds returns one closure per artifact, so tests can add them in any order.
+func (f *fixture) adds() []func(context.Context, *airgap.Store) error {
+	var out []func(context.Context, *airgap.Store) error
+	names := make([]string, 0, len(f.images))
+	for name := range f.images {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		img := f.images[name]
+		out = append(out, func(ctx context.Context, s *airgap.Store) error { return s.AddImage(ctx, name, img) })
+	}
+	for name, idx := range f.indexes {
+		out = append(out, func(ctx context.Context, s *airgap.Store) error { return s.AddIndex(ctx, name, idx) })
+	}
+	out = append(out,
+		func(ctx context.Context, s *airgap.Store) error { return s.AddOSImage(ctx, f.os) },
+		func(ctx context.Context, s *airgap.Store) error { return s.AddNetboot(ctx, f.netboot) },
+		func(ctx context.Context, s *airgap.Store) error { return s.AddFile(ctx, f.file) },
+	)
+	return out
+}
+
+var epoch = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+// writeStore writes the fixture into dir in the given order and seals it.
+func writeStore(t testing.TB, f *fixture, dir string, key ed25519.PrivateKey, order []int) *airgap.Index {
+	t.Helper()
+	ctx := context.Background()
+	s, err := airgap.Create(ctx, airgap.StoreConfig{Dir: dir, Created: epoch})
+	must(t, err)
+	adds := f.adds()
+	if order == nil {
+		for i := range adds {
+			order = append(order, i)
+		}
+	}
+	for _, i := range order {
+		must(t, adds[i](ctx, s))
+	}
+	ix, err := s.Seal(ctx, key)
+	must(t, err)
+	return ix
+}
+
+func newKey(t testing.TB) (ed25519.PrivateKey, ed25519.PublicKey) {
+	t.Helper()
+	privPEM, pubPEM, err := airgap.GenerateKey()
+	must(t, err)
+	priv, err := airgap.ParsePrivateKey(privPEM)
+	must(t, err)
+	pub, err := airgap.ParsePublicKey(pubPEM)
+	must(t, err)
+	return priv, pub
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func write(t testing.TB, dir, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	must(t, os.WriteFile(p, b, 0o644))
+	return p
+}
+
+// treeSums maps every path in dir (directories too) to the sha256 of its content.
+func treeSums(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if d.IsDir() {
+			out[rel+"/"] = "dir"
+			return nil
+		}
+		fh, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, fh); err != nil {
+			return err
+		}
+		out[rel] = hex.EncodeToString(h.Sum(nil))
+		return nil
+	})
+	must(t, err)
+	return out
+}
+
+func TestStoreIndex(t *testing.T) {
+	f := newFixture(t)
+	priv, _ := newKey(t)
+	dir := t.TempDir()
+	ix := writeStore(t, f, dir, priv, nil)
+
+	byRepo := map[string]airgap.Artifact{}
+	for _, a := range ix.Artifacts {
+		byRepo[a.Repository] = a
+	}
+	for _, tc := range []struct {
+		repo, tag string
+		kind      airgap.Kind
+		platforms int
+	}{
+		{"docker.io/library/nginx", "1.27", airgap.KindImage, 0},
+		{"registry.example.com/team/app", "1.0", airgap.KindImage, 1},
+		{"quay.io/example/multi", "v2", airgap.KindImage, 0},
+		{"os/debian-12", "20261101", airgap.KindOS, 0},
+		{"netboot/debian-12/vmlinuz", "6.1", airgap.KindNetboot, 0},
+		{"files/motd", "latest", airgap.KindFile, 0},
+	} {
+		a, ok := byRepo[tc.repo]
+		if !ok {
+			t.Errorf("bundle.json has no artifact in %s; has %v", tc.repo, ix.Artifacts)
+			continue
+		}
+		if a.Tag != tc.tag || a.Kind != tc.kind {
+			t.Errorf("%s: tag %q kind %q, want %q %q", tc.repo, a.Tag, a.Kind, tc.tag, tc.kind)
+		}
+		if a.Size <= 0 {
+			t.Errorf("%s: size %d, want > 0", tc.repo, a.Size)
+		}
+	}
+	want, _ := f.images["registry.example.com/team/app:1.0"].Digest()
+	if got := byRepo["registry.example.com/team/app"].Digest.String(); got != want.String() {
+		t.Errorf("app digest = %s, want %s", got, want)
+	}
+	osA := byRepo["os/debian-12"]
+	sum := sha256.Sum256(f.raw)
+	if osA.OS == nil || osA.OS.Format != airgap.FormatRawZstd || osA.OS.UncompressedSize != int64(len(f.raw)) ||
+		osA.OS.UncompressedDigest.Encoded() != hex.EncodeToString(sum[:]) {
+		t.Errorf("os image info = %+v, want raw+zstd, %d bytes, sha256:%x", osA.OS, len(f.raw), sum)
+	}
+	if ix.Totals.StoredBytes >= ix.Totals.Bytes {
+		t.Errorf("totals %+v: the shared layer should make stored bytes smaller than bytes", ix.Totals)
+	}
+	if ix.Created != "2026-11-01T00:00:00Z" {
+		t.Errorf("created = %q, want 2026-11-01T00:00:00Z", ix.Created)
+	}
+
+	b, err := os.ReadFile(filepath.Join(dir, airgap.IndexFile))
+	must(t, err)
+	if bytes.ContainsAny(b, " \n\t") {
+		t.Errorf("bundle.json has insignificant space: %.200s", b)
+	}
+	if !strings.HasPrefix(string(b), `{"artifacts":[{"artifactType":`) && !strings.HasPrefix(string(b), `{"artifacts":[{"digest":`) {
+		t.Errorf("bundle.json keys are not sorted: %.80s", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "docker/registry/v2/repositories/docker.io/library/nginx/_uploads")); !os.IsNotExist(err) {
+		t.Errorf("sealed store still has upload scratch directories (%v)", err)
+	}
+}
+
+func TestStoreReproducible(t *testing.T) {
+	f := newFixture(t)
+	priv, _ := newKey(t)
+	a, b := t.TempDir(), t.TempDir()
+	n := len(f.adds())
+	forward := make([]int, n)
+	backward := make([]int, n)
+	for i := range n {
+		forward[i], backward[i] = i, n-1-i
+	}
+	writeStore(t, f, a, priv, forward)
+	writeStore(t, f, b, priv, backward)
+	sa, sb := treeSums(t, a), treeSums(t, b)
+	for p, s := range sa {
+		if sb[p] != s {
+			t.Errorf("%s: %s in the first store, %q in the second", p, s, sb[p])
+		}
+	}
+	for p := range sb {
+		if _, ok := sa[p]; !ok {
+			t.Errorf("%s is only in the second store", p)
+		}
+	}
+	// Times too, so that an ISO mastered from either is the same.
+	fi, err := os.Stat(filepath.Join(b, airgap.IndexFile))
+	must(t, err)
+	if !fi.ModTime().Equal(epoch) {
+		t.Errorf("bundle.json mtime = %v, want %v", fi.ModTime(), epoch)
+	}
+}
+
+func TestStoreRejects(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	notEmpty := t.TempDir()
+	write(t, notEmpty, "x", nil)
+	if _, err := airgap.Create(ctx, airgap.StoreConfig{Dir: notEmpty}); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Errorf("Create(non-empty dir) = %v, want a 'not empty' error", err)
+	}
+	s, err := airgap.Create(ctx, airgap.StoreConfig{Dir: t.TempDir()})
+	must(t, err)
+	img := f.images["nginx:1.27"]
+	gz := f.os
+	gz.Format = airgap.FormatRawGzip
+	for _, tc := range []struct {
+		name string
+		add  func() error
+		want string
+	}{
+		{"bad image name", func() error { return s.AddImage(ctx, "Not A Name", img) }, `image name "Not A Name"`},
+		{"pinned digest mismatch", func() error {
+			return s.AddImage(ctx, "nginx@sha256:"+strings.Repeat("0", 64), img)
+		}, "not the sha256:0000"},
+		{"format mismatch", func() error { return s.AddOSImage(ctx, gz) }, "is raw+zstd by its content, not raw+gz"},
+		{"unknown format", func() error {
+			o := f.os
+			o.Format = "vmdk"
+			return s.AddOSImage(ctx, o)
+		}, `format "vmdk"`},
+		{"bad netboot type", func() error {
+			n := f.netboot
+			n.Type = "grub"
+			return s.AddNetboot(ctx, n)
+		}, `type "grub"`},
+		{"missing file", func() error { return s.AddFile(ctx, airgap.File{Name: "gone", Path: "/nonexistent/gone"}) }, "no such file"},
+		{"bad artifact name", func() error { return s.AddFile(ctx, airgap.File{Name: "Bad Name", Path: f.file.Path}) }, `artifact name "Bad Name"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.add()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("add = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	must(t, s.AddImage(ctx, "nginx:1.27", img))
+	if err := s.AddImage(ctx, "docker.io/library/nginx:1.27", img); err == nil || !strings.Contains(err.Error(), "already holds") {
+		t.Errorf("adding the same name twice = %v, want an 'already holds' error", err)
+	}
+	if _, err := s.Seal(ctx, nil); err == nil {
+		t.Error("Seal(nil key) succeeded, want an error")
+	}
+}

@@ -25,6 +25,26 @@ func (d readOnlyDriver) refuse() error {
 
 func (d readOnlyDriver) Name() string { return "cairn-readonly" }
 
+func (d readOnlyDriver) GetContent(ctx context.Context, path string) ([]byte, error) {
+	b, err := d.StorageDriver.GetContent(ctx, path)
+	return b, named(d.Name(), err)
+}
+
+func (d readOnlyDriver) Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
+	r, err := d.StorageDriver.Reader(ctx, path, offset)
+	return r, named(d.Name(), err)
+}
+
+func (d readOnlyDriver) Stat(ctx context.Context, path string) (storagedriver.FileInfo, error) {
+	fi, err := d.StorageDriver.Stat(ctx, path)
+	return fi, named(d.Name(), err)
+}
+
+func (d readOnlyDriver) List(ctx context.Context, path string) ([]string, error) {
+	l, err := d.StorageDriver.List(ctx, path)
+	return l, named(d.Name(), err)
+}
+
 func (d readOnlyDriver) PutContent(context.Context, string, []byte) error { return d.refuse() }
 
 func (d readOnlyDriver) Writer(context.Context, string, bool) (storagedriver.FileWriter, error) {
@@ -49,6 +69,26 @@ type layeredDriver struct {
 	lower storagedriver.StorageDriver
 }
 
+// named re-labels the errors distribution defines with the name of the driver that returned
+// them, which is what callers and distribution's conformance suite expect.
+func named(name string, err error) error {
+	switch e := err.(type) {
+	case storagedriver.PathNotFoundError:
+		e.DriverName = name
+		return e
+	case storagedriver.InvalidPathError:
+		e.DriverName = name
+		return e
+	case storagedriver.InvalidOffsetError:
+		e.DriverName = name
+		return e
+	case storagedriver.Error:
+		e.DriverName = name
+		return e
+	}
+	return err
+}
+
 func notFound(err error) bool {
 	var nf storagedriver.PathNotFoundError
 	return errors.As(err, &nf)
@@ -59,39 +99,39 @@ func (d *layeredDriver) Name() string { return "cairn-layered" }
 func (d *layeredDriver) GetContent(ctx context.Context, path string) ([]byte, error) {
 	b, err := d.upper.GetContent(ctx, path)
 	if notFound(err) {
-		return d.lower.GetContent(ctx, path)
+		b, err = d.lower.GetContent(ctx, path)
 	}
-	return b, err
+	return b, named(d.Name(), err)
 }
 
 func (d *layeredDriver) Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
 	r, err := d.upper.Reader(ctx, path, offset)
 	if notFound(err) {
-		return d.lower.Reader(ctx, path, offset)
+		r, err = d.lower.Reader(ctx, path, offset)
 	}
-	return r, err
+	return r, named(d.Name(), err)
 }
 
 func (d *layeredDriver) Stat(ctx context.Context, path string) (storagedriver.FileInfo, error) {
 	fi, err := d.upper.Stat(ctx, path)
 	if notFound(err) {
-		return d.lower.Stat(ctx, path)
+		fi, err = d.lower.Stat(ctx, path)
 	}
-	return fi, err
+	return fi, named(d.Name(), err)
 }
 
 // List merges both layers' entries; a path is missing only when it is missing from both.
 func (d *layeredDriver) List(ctx context.Context, path string) ([]string, error) {
 	up, uerr := d.upper.List(ctx, path)
 	if uerr != nil && !notFound(uerr) {
-		return nil, uerr
+		return nil, named(d.Name(), uerr)
 	}
 	low, lerr := d.lower.List(ctx, path)
 	if lerr != nil && !notFound(lerr) {
-		return nil, lerr
+		return nil, named(d.Name(), lerr)
 	}
 	if uerr != nil && lerr != nil {
-		return nil, lerr
+		return nil, named(d.Name(), lerr)
 	}
 	seen := make(map[string]bool, len(up)+len(low))
 	out := make([]string, 0, len(up)+len(low))
@@ -106,15 +146,16 @@ func (d *layeredDriver) List(ctx context.Context, path string) ([]string, error)
 }
 
 func (d *layeredDriver) PutContent(ctx context.Context, path string, content []byte) error {
-	return d.upper.PutContent(ctx, path, content)
+	return named(d.Name(), d.upper.PutContent(ctx, path, content))
 }
 
 func (d *layeredDriver) Writer(ctx context.Context, path string, append bool) (storagedriver.FileWriter, error) {
-	return d.upper.Writer(ctx, path, append)
+	w, err := d.upper.Writer(ctx, path, append)
+	return w, named(d.Name(), err)
 }
 
 func (d *layeredDriver) Move(ctx context.Context, src, dst string) error {
-	return d.upper.Move(ctx, src, dst)
+	return named(d.Name(), d.upper.Move(ctx, src, dst))
 }
 
 // Delete removes a path from upper; what lower holds stays, and deleting it is refused.
@@ -123,11 +164,11 @@ func (d *layeredDriver) Delete(ctx context.Context, path string) error {
 	if _, lerr := d.lower.Stat(ctx, path); lerr == nil {
 		return storagedriver.Error{DriverName: d.Name(), Detail: errReadOnly}
 	}
-	return err
+	return named(d.Name(), err)
 }
 
 func (d *layeredDriver) RedirectURL(*http.Request, string) (string, error) { return "", nil }
 
 func (d *layeredDriver) Walk(ctx context.Context, path string, f storagedriver.WalkFn, options ...func(*storagedriver.WalkOptions)) error {
-	return storagedriver.WalkFallback(ctx, d, path, f, options...)
+	return named(d.Name(), storagedriver.WalkFallback(ctx, d, path, f, options...))
 }

@@ -230,7 +230,10 @@ func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Dige
 	}
 	b, err := os.ReadFile(v.v2(blobData(d)...))
 	if err != nil {
-		v.add(w.problem(d, "manifest blob is missing from the store (%v)", errors.Unwrap(err)))
+		v.add(w.problem(d, "manifest blob is missing from the store (%v); rebuild the store or copy it again from the source", errors.Unwrap(err)))
+		if size >= 0 {
+			v.use(w, d, size)
+		}
 		return
 	}
 	if got := digest.FromBytes(b); got != d {
@@ -270,6 +273,7 @@ func (v *verifier) checkBlob(w *artifactWalk, repoDir []string, desc descriptorD
 	fi, err := os.Stat(v.v2(blobData(d)...))
 	if err != nil {
 		v.add(w.problem(d, "blob (%s, %d bytes) is missing from the store; rebuild the store or copy it again from the source", desc.MediaType, desc.Size))
+		v.use(w, d, desc.Size) // counted as listed, so that the totals do not repeat the problem
 		return
 	}
 	if fi.Size() != desc.Size {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -111,14 +112,14 @@ func (s *Store) AddOSImage(ctx context.Context, img OSImage) error {
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(f, head)
 	head = head[:n]
-	f.Close()
+	_ = f.Close() // read-only; nothing to lose
 	found := detectFormat(head)
 	format := img.Format
 	switch format {
 	case "":
 		format = found
 	case FormatRaw, FormatRawZstd, FormatRawGzip, FormatRawXz, FormatQcow2:
-		if found != format && !(format == FormatRaw && found == FormatQcow2) {
+		if found != format {
 			return fmt.Errorf("adding OS image %s: %s is %s by its content, not %s; fix the format or the file", img.Name, img.Path, found, format)
 		}
 	default:
@@ -156,7 +157,7 @@ func (s *Store) AddFile(ctx context.Context, f File) error {
 func (s *Store) addFileArtifact(ctx context.Context, kind Kind, name, tag, path, artifactType, layerType string, ann map[string]string, osInfo *OSInfo) (err error) {
 	repoName, tag, err := artifactRepo(kind, name, tag)
 	if err != nil {
-		return fmt.Errorf("adding %s", err)
+		return fmt.Errorf("adding %w", err)
 	}
 	d, size, err := hashFile(path)
 	if err != nil {
@@ -223,7 +224,11 @@ func uncompressed(path string, format OSFormat, head []byte) (*OSInfo, error) {
 		if len(head) < 32 {
 			return nil, fmt.Errorf("qcow2 header is truncated")
 		}
-		info.UncompressedSize = int64(binary.BigEndian.Uint64(head[24:32]))
+		size := binary.BigEndian.Uint64(head[24:32])
+		if size > math.MaxInt64 {
+			return nil, fmt.Errorf("qcow2 header gives a virtual size of %d bytes, which is not a disk", size)
+		}
+		info.UncompressedSize = int64(size)
 		return info, nil
 	}
 	f, err := os.Open(path)

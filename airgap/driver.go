@@ -72,19 +72,28 @@ type layeredDriver struct {
 // named re-labels the errors distribution defines with the name of the driver that returned
 // them, which is what callers and distribution's conformance suite expect.
 func named(name string, err error) error {
-	switch e := err.(type) {
-	case storagedriver.PathNotFoundError:
-		e.DriverName = name
-		return e
-	case storagedriver.InvalidPathError:
-		e.DriverName = name
-		return e
-	case storagedriver.InvalidOffsetError:
-		e.DriverName = name
-		return e
-	case storagedriver.Error:
-		e.DriverName = name
-		return e
+	var (
+		nf  storagedriver.PathNotFoundError
+		ip  storagedriver.InvalidPathError
+		io  storagedriver.InvalidOffsetError
+		gen storagedriver.Error
+	)
+	// distribution matches these by value type, so they go back unwrapped.
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &nf):
+		nf.DriverName = name
+		return nf
+	case errors.As(err, &ip):
+		ip.DriverName = name
+		return ip
+	case errors.As(err, &io):
+		io.DriverName = name
+		return io
+	case errors.As(err, &gen):
+		gen.DriverName = name
+		return gen
 	}
 	return err
 }

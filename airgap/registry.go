@@ -62,6 +62,7 @@ func NewRegistry(cfg RegistryConfig) (h http.Handler, err error) {
 	var drv storagedriver.StorageDriver = readOnlyDriver{fsDriver(cfg.Dir)}
 	readOnly := true
 	if cfg.UpperDir != "" {
+		//nolint:gosec // G301: the store is read by the registry, which may run as another user
 		if err := os.MkdirAll(filepath.Join(cfg.UpperDir, layout), 0o755); err != nil {
 			return nil, fmt.Errorf("registry: preparing the writable store: %w", err)
 		}

@@ -76,6 +76,7 @@ func Create(ctx context.Context, cfg StoreConfig) (*Store, error) {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("creating store: %w", err)
 	}
+	//nolint:gosec // G301: the store is mastered onto a medium that every user of the appliance reads
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating store: %w", err)
 	}
@@ -546,29 +547,33 @@ func (s *Store) Seal(ctx context.Context, key ed25519.PrivateKey) (*Index, error
 }
 
 // settleTree removes distribution's empty upload directories and stamps every path with t.
+// It works inside an os.Root so that nothing outside the store can be touched.
 func settleTree(dir string, t time.Time) error {
-	repos := filepath.Join(dir, "docker", "registry", "v2", "repositories")
-	var uploads []string
-	err := filepath.WalkDir(repos, func(p string, d fs.DirEntry, err error) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	var uploads, dirs []string
+	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.IsDir() && d.Name() == "_uploads" {
 			uploads = append(uploads, p)
-			return filepath.SkipDir
+			return fs.SkipDir
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil {
 		return err
 	}
 	for _, u := range uploads {
-		if err := os.RemoveAll(u); err != nil {
+		if err := root.RemoveAll(u); err != nil {
 			return err
 		}
 	}
-	var dirs []string
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -576,14 +581,14 @@ func settleTree(dir string, t time.Time) error {
 			dirs = append(dirs, p)
 			return nil
 		}
-		return os.Chtimes(p, t, t)
+		return root.Chtimes(p, t, t)
 	})
 	if err != nil {
 		return err
 	}
 	// Directories last, deepest first: touching a child changes its parent's time.
 	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := os.Chtimes(dirs[i], t, t); err != nil {
+		if err := root.Chtimes(dirs[i], t, t); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   ca-certificates git make gcc libc6-dev   # build; the race detector needs cgo
   openssh-client                           # ssh-keygen, used by tests that make keys
+  skopeo                                   # second, independent registry client in the airgap tests
+  docker-registry                          # distribution 2.8, the anchor of bench/registry
 )
 
 if [ "$(id -u)" -ne 0 ]; then

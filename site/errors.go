@@ -1,85 +1,18 @@
 package site
 
 import (
-	"cmp"
 	"errors"
-	"fmt"
-	"slices"
-	"strings"
+
+	"github.com/cairn-appliance/cairn/site/tomlpos"
 )
 
 // ErrNoSite is returned (wrapped) when the directory given to Load does not exist or is not a
 // directory.
 var ErrNoSite = errors.New("site: not a site directory")
 
-// Error is one problem found in a site directory. File is relative to the site directory and
-// slash-separated; Line and Column are 1-based. Key is the dotted TOML path of the value at fault
-// ("network.cidr", "container[1].ports[0]"), empty for syntax errors and whole-file problems.
-type Error struct {
-	File    string `json:"file"`
-	Line    int    `json:"line"`
-	Column  int    `json:"column"`
-	Key     string `json:"key,omitempty"`
-	Message string `json:"message"`
-	Hint    string `json:"hint,omitempty"`
-}
-
-// Error formats the problem the way compilers do, so editors and CI can jump to it:
-//
-//	hosts/a.toml:7:1: colour: unknown key; did you mean "color"?
-func (e *Error) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s:%d:%d: ", e.File, e.Line, e.Column)
-	if e.Key != "" {
-		b.WriteString(e.Key)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Message)
-	if e.Hint != "" {
-		b.WriteString("; ")
-		b.WriteString(e.Hint)
-	}
-	return b.String()
-}
+// Error is one problem found in a site directory, with its file (relative to the site
+// directory), line, column, key, message and hint.
+type Error = tomlpos.Error
 
 // Errors is every problem Load found, sorted by file, line and column.
-type Errors []*Error
-
-// Error lists one problem per line.
-func (es Errors) Error() string {
-	lines := make([]string, len(es))
-	for i, e := range es {
-		lines[i] = e.Error()
-	}
-	return strings.Join(lines, "\n")
-}
-
-func (es Errors) sort() {
-	slices.SortStableFunc(es, func(a, b *Error) int {
-		return cmp.Or(
-			cmp.Compare(a.File, b.File),
-			cmp.Compare(a.Line, b.Line),
-			cmp.Compare(a.Column, b.Column),
-			cmp.Compare(a.Key, b.Key),
-			cmp.Compare(a.Message, b.Message),
-		)
-	})
-}
-
-// valueError is what the text decoders of site types return: what was expected, and how to fix
-// it. The loader adds the file, position and key.
-type valueError struct {
-	msg  string
-	hint string
-}
-
-func (e *valueError) Error() string {
-	if e.hint == "" {
-		return e.msg
-	}
-	return e.msg + "; " + e.hint
-}
-
-func invalid(hint, format string, args ...any) error {
-	return &valueError{msg: fmt.Sprintf(format, args...), hint: hint}
-}
+type Errors = tomlpos.Errors

@@ -9,11 +9,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/cairn-appliance/cairn/site/tomlpos"
 )
 
 // File names and limits of a site directory.
@@ -51,7 +52,7 @@ func Load(dir string) (*Site, error) {
 	l.loadRoles()
 	l.validate()
 	if len(l.errs) > 0 {
-		l.errs.sort()
+		l.errs.Sort()
 		return nil, l.errs
 	}
 	l.applyDefaults()
@@ -61,7 +62,7 @@ func Load(dir string) (*Site, error) {
 type loader struct {
 	root    string // the site directory, absolute, symlinks resolved
 	site    *Site
-	siteDoc *document
+	siteDoc *tomlpos.Document
 	hosts   []hostEntry
 	roles   []roleEntry
 	errs    Errors
@@ -70,12 +71,12 @@ type loader struct {
 
 type hostEntry struct {
 	host *Host
-	doc  *document
+	doc  *tomlpos.Document
 }
 
 type roleEntry struct {
 	role *Role
-	doc  *document
+	doc  *tomlpos.Document
 }
 
 func (l *loader) add(errs ...*Error) {
@@ -115,21 +116,29 @@ func (l *loader) readFile(rel string, limit int64) ([]byte, error) {
 	return os.ReadFile(real)
 }
 
+// patternText says in words what each pattern tag of the model accepts.
+var patternText = map[string]string{
+	`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`: "a DNS label: lowercase letters, digits and '-', at most 63, not starting or ending with '-'",
+	`^[a-z0-9][a-z0-9._-]*$`:               "a name of lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
+	`^[A-Za-z0-9_-]{1,36}$`:                "a label of letters, digits, '_' and '-', at most 36",
+	`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`:    "a name of letters, digits, '_', '.' and '-', at most 63, starting with a letter or digit",
+}
+
+var decoder = tomlpos.Decoder{Patterns: patternText}
+
 // parse reads and parses one TOML file of the site and decodes it into v.
-func (l *loader) parse(rel string, v any, what string) *document {
+func (l *loader) parse(rel string, v any, what string) *tomlpos.Document {
 	src, err := l.readFile(rel, maxTOMLSize)
 	if err != nil {
 		l.add(fileError(rel, "cannot read: "+err.Error(), ""))
 		return nil
 	}
-	doc, perr := parseDocument(rel, src)
+	doc, perr := tomlpos.Parse(rel, src)
 	if perr != nil {
 		l.add(perr)
 		return nil
 	}
-	d := decoder{doc: doc}
-	d.decodeTable("", doc.data, reflect.ValueOf(v).Elem(), what)
-	l.add(d.errs...)
+	l.add(decoder.Decode(doc, v, what)...)
 	return doc
 }
 
@@ -220,21 +229,21 @@ func parallel(n int, fn func(i int)) {
 }
 
 // readData loads a file a container mounts, for the role in doc at key path.
-func (l *loader) readData(doc *document, keyPath string, f *File) {
+func (l *loader) readData(doc *tomlpos.Document, keyPath string, f *File) {
 	src := f.Source
 	switch clean := path.Clean(src); {
 	case strings.HasPrefix(src, "/"):
-		l.add(doc.errAt(keyPath, false, fmt.Sprintf("%q is an absolute path", src),
+		l.add(doc.ErrAt(keyPath, false, fmt.Sprintf("%q is an absolute path", src),
 			"give a path relative to the site directory, e.g. \"files/app.conf\""))
 		return
 	case clean == ".." || strings.HasPrefix(clean, "../"):
-		l.add(doc.errAt(keyPath, false, fmt.Sprintf("%q leads outside the site directory", src),
+		l.add(doc.ErrAt(keyPath, false, fmt.Sprintf("%q leads outside the site directory", src),
 			"keep the file inside the site directory, e.g. under files/"))
 		return
 	}
 	data, err := l.readFile(path.Clean(src), maxDataSize)
 	if err != nil {
-		l.add(doc.errAt(keyPath, false, fmt.Sprintf("%q: %v", src, err),
+		l.add(doc.ErrAt(keyPath, false, fmt.Sprintf("%q: %v", src, err),
 			"the file must be a regular file inside the site directory"))
 		return
 	}

@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"strings"
+
+	"github.com/cairn-appliance/cairn/site/tomlpos"
 )
 
 // Schema returns the JSON Schema (draft-07) of one kind of site file, "site", "host" or
@@ -28,7 +29,7 @@ func Schema(kind string) ([]byte, error) {
 	var doc map[string]any
 	switch t, ok := kinds[kind]; {
 	case ok:
-		doc = schemaOf(t, "")
+		doc = tomlpos.Schema(t, "")
 		doc["title"] = titles[kind]
 	case kind == "all":
 		doc = map[string]any{
@@ -42,9 +43,9 @@ func Schema(kind string) ([]byte, error) {
 				"roles": map[string]any{"type": "object", "additionalProperties": map[string]any{"$ref": "#/definitions/role"}},
 			},
 			"definitions": map[string]any{
-				"site": schemaOf(kinds["site"], titles["site"]),
-				"host": schemaOf(kinds["host"], titles["host"]),
-				"role": schemaOf(kinds["role"], titles["role"]),
+				"site": tomlpos.Schema(kinds["site"], titles["site"]),
+				"host": tomlpos.Schema(kinds["host"], titles["host"]),
+				"role": tomlpos.Schema(kinds["role"], titles["role"]),
 			},
 		}
 	default:
@@ -58,101 +59,12 @@ func Schema(kind string) ([]byte, error) {
 	return append(out, '\n'), nil
 }
 
-// schemaer is a site type that describes its own TOML string form.
-type schemaer interface{ jsonSchema() map[string]any }
-
-func schemaOf(t reflect.Type, doc string) map[string]any {
-	s := typeSchema(t)
-	if doc != "" {
-		s["description"] = doc
-	}
-	return s
-}
-
-func typeSchema(t reflect.Type) map[string]any {
-	if sc, ok := reflect.Zero(t).Interface().(schemaer); ok {
-		return sc.jsonSchema()
-	}
-	switch t {
-	case addrType:
-		return map[string]any{"type": "string", "format": "ipv4"}
-	case prefixType:
-		return map[string]any{"type": "string", "pattern": `^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$`}
-	}
-	switch t.Kind() {
-	case reflect.String:
-		return map[string]any{"type": "string", "minLength": 1}
-	case reflect.Bool:
-		return map[string]any{"type": "boolean"}
-	case reflect.Int:
-		return map[string]any{"type": "integer"}
-	case reflect.Slice:
-		items := typeSchema(t.Elem())
-		if t.Elem() == reflect.TypeFor[string]() {
-			delete(items, "minLength") // arguments may be empty strings
-		}
-		return map[string]any{"type": "array", "items": items}
-	case reflect.Map:
-		return map[string]any{"type": "object", "additionalProperties": map[string]any{"type": "string"}}
-	case reflect.Pointer:
-		return typeSchema(t.Elem())
-	case reflect.Struct:
-		props := map[string]any{}
-		var required []string
-		for _, f := range fieldsOf(t) {
-			p := typeSchema(t.Field(f.index).Type)
-			if f.doc != "" {
-				p["description"] = f.doc
-			}
-			if len(f.enum) > 0 {
-				p["enum"] = f.enum
-				delete(p, "minLength")
-			}
-			if f.pattern != "" {
-				p["pattern"] = f.pattern
-			}
-			if f.min != nil {
-				p["minimum"] = *f.min
-			}
-			props[f.key] = p
-			if f.required {
-				required = append(required, f.key)
-			}
-		}
-		s := map[string]any{"type": "object", "additionalProperties": false, "properties": props}
-		if len(required) > 0 {
-			s["required"] = required
-		}
-		return s
-	}
-	panic("site: no schema for " + t.String())
-}
-
 // Keys lists every key path of the three file kinds ("network.dhcp_range.start",
 // "container.file.source"), for documentation and its tests.
 func Keys() map[string][]string {
-	out := map[string][]string{}
-	for kind, t := range map[string]reflect.Type{"site": reflect.TypeFor[siteFile](), "host": reflect.TypeFor[Host](), "role": reflect.TypeFor[Role]()} {
-		out[kind] = keysOf(t, "")
+	return map[string][]string{
+		"site": tomlpos.Keys(reflect.TypeFor[siteFile]()),
+		"host": tomlpos.Keys(reflect.TypeFor[Host]()),
+		"role": tomlpos.Keys(reflect.TypeFor[Role]()),
 	}
-	return out
-}
-
-func keysOf(t reflect.Type, prefix string) []string {
-	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct || t == addrType || t == prefixType {
-		return nil
-	}
-	if _, ok := reflect.Zero(t).Interface().(schemaer); ok {
-		return nil
-	}
-	var keys []string
-	for _, f := range fieldsOf(t) {
-		k := strings.TrimPrefix(prefix+"."+f.key, ".")
-		keys = append(keys, k)
-		keys = append(keys, keysOf(t.Field(f.index).Type, k)...)
-	}
-	return keys
 }

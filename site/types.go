@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairn-appliance/cairn/site/tomlpos"
+
 	"github.com/distribution/reference"
 )
 
@@ -35,19 +37,20 @@ func (m *MAC) UnmarshalText(b []byte) error {
 	const hint = `write six hex pairs separated by colons, e.g. "52:54:00:12:34:56"`
 	hw, err := net.ParseMAC(string(b))
 	if err != nil || len(hw) != 6 {
-		return invalid(hint, "expected a MAC address, got %q", b)
+		return tomlpos.Invalid(hint, "expected a MAC address, got %q", b)
 	}
 	copy(m[:], hw)
 	switch {
 	case m.IsZero():
-		return invalid("use the MAC of the host's PXE network card", "%q is the null MAC address", b)
+		return tomlpos.Invalid("use the MAC of the host's PXE network card", "%q is the null MAC address", b)
 	case m[0]&1 == 1:
-		return invalid("use the MAC of the host's PXE network card", "%q is a multicast address, not a network card's", b)
+		return tomlpos.Invalid("use the MAC of the host's PXE network card", "%q is a multicast address, not a network card's", b)
 	}
 	return nil
 }
 
-func (MAC) jsonSchema() map[string]any {
+// JSONSchema implements tomlpos.Schemaer.
+func (MAC) JSONSchema() map[string]any {
 	return map[string]any{"type": "string", "pattern": `^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$`}
 }
 
@@ -72,7 +75,7 @@ func (d *Disk) UnmarshalText(b []byte) error {
 	switch {
 	case strings.HasPrefix(s, "/dev/"):
 		if strings.Contains(s, "..") || strings.ContainsAny(s, " \t\n") || strings.HasSuffix(s, "/") {
-			return invalid(hint, "expected a device path, got %q", s)
+			return tomlpos.Invalid(hint, "expected a device path, got %q", s)
 		}
 	case s == DiskFirstNonRemovable || s == DiskLargest || s == DiskSmallest:
 	default:
@@ -83,14 +86,15 @@ func (d *Disk) UnmarshalText(b []byte) error {
 			}
 		}
 		if !ok {
-			return invalid(hint, "expected a disk path or selector, got %q", s)
+			return tomlpos.Invalid(hint, "expected a disk path or selector, got %q", s)
 		}
 	}
 	*d = Disk(s)
 	return nil
 }
 
-func (Disk) jsonSchema() map[string]any {
+// JSONSchema implements tomlpos.Schemaer.
+func (Disk) JSONSchema() map[string]any {
 	return map[string]any{"type": "string", "anyOf": []any{
 		map[string]any{"pattern": "^/dev/[^ ]+$"},
 		map[string]any{"enum": []any{DiskFirstNonRemovable, DiskLargest, DiskSmallest}},
@@ -121,12 +125,12 @@ func (z *Size) UnmarshalText(b []byte) error {
 		}
 		n, err := strconv.ParseUint(strings.TrimSpace(num), 10, 64)
 		if err != nil || n == 0 || n > (1<<64-1)/u.factor {
-			return invalid(hint, "expected a size, got %q", b)
+			return tomlpos.Invalid(hint, "expected a size, got %q", b)
 		}
 		*z = Size(n * u.factor)
 		return nil
 	}
-	return invalid(hint, "expected a size with a unit, got %q", b)
+	return tomlpos.Invalid(hint, "expected a size with a unit, got %q", b)
 }
 
 // String formats the size with the largest binary unit that divides it.
@@ -145,7 +149,8 @@ func (z Size) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (z Size) MarshalText() ([]byte, error) { return []byte(z.String()), nil }
 
-func (Size) jsonSchema() map[string]any {
+// JSONSchema implements tomlpos.Schemaer.
+func (Size) JSONSchema() map[string]any {
 	return map[string]any{"type": "string", "pattern": `^\s*[0-9]+\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)\s*$`}
 }
 
@@ -156,7 +161,7 @@ type Duration time.Duration
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil || v <= 0 {
-		return invalid(`write a number and a unit (ms, s, m, h), e.g. "30s" or "1m30s"`, "expected a positive duration, got %q", b)
+		return tomlpos.Invalid(`write a number and a unit (ms, s, m, h), e.g. "30s" or "1m30s"`, "expected a positive duration, got %q", b)
 	}
 	*d = Duration(v)
 	return nil
@@ -168,7 +173,8 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-func (Duration) jsonSchema() map[string]any {
+// JSONSchema implements tomlpos.Schemaer.
+func (Duration) JSONSchema() map[string]any {
 	return map[string]any{"type": "string", "pattern": `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`}
 }
 
@@ -204,7 +210,7 @@ func (i *Image) UnmarshalText(b []byte) error {
 	const hint = `write REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST] in lowercase, e.g. "docker.io/library/nginx:1.27"`
 	named, err := reference.ParseNormalizedNamed(string(b))
 	if err != nil {
-		return invalid(hint, "expected an image reference, got %q (%v)", b, err)
+		return tomlpos.Invalid(hint, "expected an image reference, got %q (%v)", b, err)
 	}
 	named = reference.TagNameOnly(named)
 	img := Image{Name: named.Name()}
@@ -218,7 +224,8 @@ func (i *Image) UnmarshalText(b []byte) error {
 	return nil
 }
 
-func (Image) jsonSchema() map[string]any {
+// JSONSchema implements tomlpos.Schemaer.
+func (Image) JSONSchema() map[string]any {
 	return map[string]any{"type": "string", "minLength": 1, "pattern": `^[a-z0-9]`}
 }
 
@@ -267,7 +274,7 @@ func (p Port) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 func (p *Port) UnmarshalText(b []byte) error {
 	s := string(b)
 	const hint = `write [IP:]HOST:CONTAINER[/tcp|udp|sctp], e.g. "8080:80" or "127.0.0.1:53:53/udp"`
-	bad := func(why string) error { return invalid(hint, "expected a port mapping, got %q (%s)", s, why) }
+	bad := func(why string) error { return tomlpos.Invalid(hint, "expected a port mapping, got %q (%s)", s, why) }
 	rest, proto, found := strings.Cut(s, "/")
 	if !found {
 		proto = "tcp"
@@ -342,7 +349,8 @@ func portNumber(s string) (uint16, error) {
 	return uint16(n), nil
 }
 
-func (Port) jsonSchema() map[string]any {
+// JSONSchema implements tomlpos.Schemaer.
+func (Port) JSONSchema() map[string]any {
 	return map[string]any{"type": "string", "pattern": `^(\[[0-9A-Fa-f:.]+\]:|[0-9.]+:)?[0-9]+(-[0-9]+)?:[0-9]+(-[0-9]+)?(/(tcp|udp|sctp))?$`}
 }
 
@@ -380,36 +388,37 @@ func (v *Volume) UnmarshalText(b []byte) error {
 	const hint = `write /host/path:/container/path[:ro] or volume-name:/container/path[:ro]`
 	parts := strings.Split(s, ":")
 	if len(parts) < 2 || len(parts) > 3 {
-		return invalid(hint, "expected a volume, got %q", s)
+		return tomlpos.Invalid(hint, "expected a volume, got %q", s)
 	}
 	q := Volume{Source: parts[0], Target: parts[1]}
 	switch {
 	case strings.HasPrefix(q.Source, "/"):
 		if !isCleanAbs(q.Source) {
-			return invalid(hint, "volume %q: host path %q is not a clean absolute path", s, q.Source)
+			return tomlpos.Invalid(hint, "volume %q: host path %q is not a clean absolute path", s, q.Source)
 		}
 	case !volumeName.MatchString(q.Source):
-		return invalid(hint, "volume %q: %q is neither an absolute host path nor a volume name", s, q.Source)
+		return tomlpos.Invalid(hint, "volume %q: %q is neither an absolute host path nor a volume name", s, q.Source)
 	}
 	if !isCleanAbs(q.Target) {
-		return invalid(hint, "volume %q: container path %q is not a clean absolute path", s, q.Target)
+		return tomlpos.Invalid(hint, "volume %q: container path %q is not a clean absolute path", s, q.Target)
 	}
 	if len(parts) == 3 {
 		q.Options = strings.Split(parts[2], ",")
 		for _, o := range q.Options {
 			if !slices.Contains(volumeOptions, o) {
-				return invalid("options are "+strings.Join(volumeOptions, ", "), "volume %q: unknown option %q", s, o)
+				return tomlpos.Invalid("options are "+strings.Join(volumeOptions, ", "), "volume %q: unknown option %q", s, o)
 			}
 		}
 		if slices.Contains(q.Options, "ro") && slices.Contains(q.Options, "rw") {
-			return invalid("choose one of ro and rw", "volume %q is both ro and rw", s)
+			return tomlpos.Invalid("choose one of ro and rw", "volume %q is both ro and rw", s)
 		}
 	}
 	*v = q
 	return nil
 }
 
-func (Volume) jsonSchema() map[string]any {
+// JSONSchema implements tomlpos.Schemaer.
+func (Volume) JSONSchema() map[string]any {
 	return map[string]any{"type": "string", "pattern": `^[^:]+:/[^:]*(:[A-Za-z,]+)?$`}
 }
 

@@ -12,6 +12,8 @@ import (
 	"time"
 	_ "time/tzdata" // time zones are checked the same on every machine, tzdata installed or not
 
+	"github.com/cairn-appliance/cairn/site/tomlpos"
+
 	"golang.org/x/crypto/ssh"
 )
 
@@ -35,12 +37,6 @@ func (l *loader) validate() {
 	l.validateHosts()
 }
 
-// where names a place for messages that point at another one: "hosts/a.toml:3:7".
-func where(d *document, path string) string {
-	e := d.errAt(path, false, "", "")
-	return fmt.Sprintf("%s:%d:%d", e.File, e.Line, e.Column)
-}
-
 func lastAddr(p netip.Prefix) netip.Addr {
 	a := p.Masked().Addr().As4()
 	n := binary.BigEndian.Uint32(a[:]) | 1<<(32-p.Bits()) - 1
@@ -50,7 +46,7 @@ func lastAddr(p netip.Prefix) netip.Addr {
 
 // usable checks that a lies inside the site's network and is neither its network nor its
 // broadcast address. It reports on d at path and returns whether a is usable.
-func (l *loader) usable(d *document, path string, a netip.Addr) bool {
+func (l *loader) usable(d *tomlpos.Document, path string, a netip.Addr) bool {
 	cidr := l.site.Network.CIDR
 	if !cidr.IsValid() || !a.IsValid() {
 		return false
@@ -66,7 +62,7 @@ func (l *loader) usable(d *document, path string, a netip.Addr) bool {
 	default:
 		return true
 	}
-	l.add(d.errAt(path, false, msg, fmt.Sprintf("pick an address from %s to %s", cidr.Addr().Next(), lastAddr(cidr).Prev())))
+	l.add(d.ErrAt(path, false, msg, fmt.Sprintf("pick an address from %s to %s", cidr.Addr().Next(), lastAddr(cidr).Prev())))
 	return false
 }
 
@@ -79,22 +75,22 @@ var dnsNameRe = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z
 func (l *loader) validateNetwork() {
 	d, n := l.siteDoc, &l.site.Network
 	if s := l.site.Settings.Domain; s != "" && (len(s) > 253 || !dnsNameRe.MatchString(s)) {
-		l.add(d.errAt("site.domain", false, fmt.Sprintf("%q is not a DNS domain", s), `use lowercase labels separated by dots, e.g. "rack1.example.internal"`))
+		l.add(d.ErrAt("site.domain", false, fmt.Sprintf("%q is not a DNS domain", s), `use lowercase labels separated by dots, e.g. "rack1.example.internal"`))
 	}
 	if n.Interface != "" && !validIfname(n.Interface) {
-		l.add(d.errAt("network.interface", false, fmt.Sprintf("%q is not a network interface name", n.Interface),
+		l.add(d.ErrAt("network.interface", false, fmt.Sprintf("%q is not a network interface name", n.Interface),
 			"Linux names have at most 15 characters and no '/', ':' or spaces, e.g. \"eth1\" or \"enp3s0\""))
 	}
 	for i, s := range n.NTP {
 		if _, err := netip.ParseAddr(s); err != nil && !dnsNameRe.MatchString(s) {
-			l.add(d.errAt(elem("network.ntp", i), false, fmt.Sprintf("%q is neither an IP address nor a host name", s), ""))
+			l.add(d.ErrAt(tomlpos.Elem("network.ntp", i), false, fmt.Sprintf("%q is neither an IP address nor a host name", s), ""))
 		}
 	}
 	if !n.CIDR.IsValid() {
 		return
 	}
 	if n.CIDR.Bits() > 30 {
-		l.add(d.errAt("network.cidr", false, fmt.Sprintf("%s leaves no room for hosts", n.CIDR), "use a prefix of /30 or shorter, e.g. /24"))
+		l.add(d.ErrAt("network.cidr", false, fmt.Sprintf("%s leaves no room for hosts", n.CIDR), "use a prefix of /30 or shorter, e.g. /24"))
 		return
 	}
 	l.usable(d, "network.appliance_ip", n.ApplianceIP)
@@ -106,7 +102,7 @@ func (l *loader) validateNetwork() {
 	}
 	r := n.DHCPRange
 	if r == nil {
-		l.add(d.errAt("network.dhcp", false, `dhcp = "full" needs network.dhcp_range`,
+		l.add(d.ErrAt("network.dhcp", false, `dhcp = "full" needs network.dhcp_range`,
 			`add dhcp_range = { start = "...", end = "..." }: the addresses machines not yet in hosts/ are leased`))
 		return
 	}
@@ -116,14 +112,14 @@ func (l *loader) validateNetwork() {
 		return
 	}
 	if r.End.Less(r.Start) {
-		l.add(d.errAt("network.dhcp_range.end", false, fmt.Sprintf("the range ends (%s) before it starts (%s)", r.End, r.Start), "swap start and end"))
+		l.add(d.ErrAt("network.dhcp_range.end", false, fmt.Sprintf("the range ends (%s) before it starts (%s)", r.End, r.Start), "swap start and end"))
 		return
 	}
 	if r.Contains(n.ApplianceIP) {
-		l.add(d.errAt("network.dhcp_range", true, fmt.Sprintf("the range %s-%s holds the appliance's own address %s", r.Start, r.End, n.ApplianceIP), "move the range or network.appliance_ip"))
+		l.add(d.ErrAt("network.dhcp_range", true, fmt.Sprintf("the range %s-%s holds the appliance's own address %s", r.Start, r.End, n.ApplianceIP), "move the range or network.appliance_ip"))
 	}
 	if r.Contains(n.Gateway) {
-		l.add(d.errAt("network.dhcp_range", true, fmt.Sprintf("the range %s-%s holds the gateway %s", r.Start, r.End, n.Gateway), "move the range or network.gateway"))
+		l.add(d.ErrAt("network.dhcp_range", true, fmt.Sprintf("the range %s-%s holds the gateway %s", r.Start, r.End, n.Gateway), "move the range or network.gateway"))
 	}
 }
 
@@ -133,10 +129,10 @@ func (l *loader) validateDefaults() {
 	l.checkTimezone(l.siteDoc, "defaults.timezone", df.Timezone)
 }
 
-func (l *loader) checkKeys(d *document, path string, keys []string) {
+func (l *loader) checkKeys(d *tomlpos.Document, path string, keys []string) {
 	for i, k := range keys {
 		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
-			l.add(d.errAt(elem(path, i), false, "not an SSH public key: "+strings.TrimPrefix(err.Error(), "ssh: "),
+			l.add(d.ErrAt(tomlpos.Elem(path, i), false, "not an SSH public key: "+strings.TrimPrefix(err.Error(), "ssh: "),
 				`paste one line of an authorized_keys or .pub file, e.g. "ssh-ed25519 AAAA... admin@example"`))
 		}
 	}
@@ -144,7 +140,7 @@ func (l *loader) checkKeys(d *document, path string, keys []string) {
 
 var tzCache sync.Map // string -> bool: whether it is a known zone
 
-func (l *loader) checkTimezone(d *document, path, tz string) {
+func (l *loader) checkTimezone(d *tomlpos.Document, path, tz string) {
 	if tz == "" {
 		return
 	}
@@ -154,7 +150,7 @@ func (l *loader) checkTimezone(d *document, path, tz string) {
 		known, _ = tzCache.LoadOrStore(tz, err == nil && tz != "Local") // Local differs from machine to machine
 	}
 	if !known.(bool) {
-		l.add(d.errAt(path, false, fmt.Sprintf("%q is not a known time zone", tz), `use an IANA name such as "UTC" or "Europe/Berlin"`))
+		l.add(d.ErrAt(path, false, fmt.Sprintf("%q is not a known time zone", tz), `use an IANA name such as "UTC" or "Europe/Berlin"`))
 	}
 }
 
@@ -166,49 +162,49 @@ func (l *loader) validateRole(e roleEntry) {
 	}
 	names := map[string]int{}
 	for i := range r.Containers {
-		c, p := &r.Containers[i], elem("container", i)
+		c, p := &r.Containers[i], tomlpos.Elem("container", i)
 		if c.Name != "" {
 			if j, dup := names[c.Name]; dup {
-				l.add(d.errAt(p+".name", false, fmt.Sprintf("container %q is already defined at %s", c.Name, where(d, elem("container", j)+".name")),
+				l.add(d.ErrAt(p+".name", false, fmt.Sprintf("container %q is already defined at %s", c.Name, d.Where(tomlpos.Elem("container", j)+".name")),
 					"container names must be unique in a role"))
 			} else {
 				names[c.Name] = i
 			}
 		}
-		for _, k := range sortedKeys(c.Env) {
+		for _, k := range tomlpos.SortedKeys(c.Env) {
 			if !envNameRe.MatchString(k) {
-				l.add(d.errAt(join(p+".env", k), true, fmt.Sprintf("%q is not an environment variable name", k), "use letters, digits and '_', not starting with a digit"))
+				l.add(d.ErrAt(tomlpos.Join(p+".env", k), true, fmt.Sprintf("%q is not an environment variable name", k), "use letters, digits and '_', not starting with a digit"))
 			}
 		}
 		if c.Network == "host" && len(c.Ports) > 0 {
-			l.add(d.errAt(p+".ports", true, `ports are not published with network = "host"`, "remove ports: the container listens on the host's network directly"))
+			l.add(d.ErrAt(p+".ports", true, `ports are not published with network = "host"`, "remove ports: the container listens on the host's network directly"))
 		}
 		for j := range i {
 			if a, b, ok := overlap(r.Containers[j].Ports, c.Ports); ok {
-				l.add(d.errAt(elem(p+".ports", b), false, fmt.Sprintf("host port %s is also published by container %q (%s)", c.Ports[b], r.Containers[j].Name, where(d, elem(elem("container", j)+".ports", a))), "each host port can be published once"))
+				l.add(d.ErrAt(tomlpos.Elem(p+".ports", b), false, fmt.Sprintf("host port %s is also published by container %q (%s)", c.Ports[b], r.Containers[j].Name, d.Where(tomlpos.Elem(tomlpos.Elem("container", j)+".ports", a))), "each host port can be published once"))
 			}
 		}
 		if a, b, ok := overlap(c.Ports, c.Ports); ok && a != b {
-			l.add(d.errAt(elem(p+".ports", b), false, fmt.Sprintf("host port %s is published twice in this container", c.Ports[b]), "remove one of them"))
+			l.add(d.ErrAt(tomlpos.Elem(p+".ports", b), false, fmt.Sprintf("host port %s is published twice in this container", c.Ports[b]), "remove one of them"))
 		}
 		if c.Health != nil && c.Health.Command != nil && len(c.Health.Command) == 0 { // nil: reported missing
-			l.add(d.errAt(p+".health.command", false, "must not be empty", `give the check's command, e.g. ["curl", "-fsS", "http://localhost/"]`))
+			l.add(d.ErrAt(p+".health.command", false, "must not be empty", `give the check's command, e.g. ["curl", "-fsS", "http://localhost/"]`))
 		}
 		targets := map[string]string{} // mount target -> key path
 		claim := func(target, key string) {
 			if other, dup := targets[target]; dup {
-				l.add(d.errAt(key, false, fmt.Sprintf("%s is already mounted by %s (%s)", target, other, where(d, other)), "mount each path once"))
+				l.add(d.ErrAt(key, false, fmt.Sprintf("%s is already mounted by %s (%s)", target, other, d.Where(other)), "mount each path once"))
 				return
 			}
 			targets[target] = key
 		}
 		for j, v := range c.Volumes {
 			if v.Target != "" { // "" failed to decode
-				claim(v.Target, elem(p+".volumes", j))
+				claim(v.Target, tomlpos.Elem(p+".volumes", j))
 			}
 		}
 		for j := range c.Files {
-			f, fp := &c.Files[j], elem(p+".file", j)
+			f, fp := &c.Files[j], tomlpos.Elem(p+".file", j)
 			if f.Source != "" {
 				l.readData(d, fp+".source", f)
 			}
@@ -216,7 +212,7 @@ func (l *loader) validateRole(e roleEntry) {
 				continue
 			}
 			if !isCleanAbs(f.Target) || f.Target == "/" {
-				l.add(d.errAt(fp+".target", false, fmt.Sprintf("%q is not an absolute file path", f.Target), `write where the file appears in the container, e.g. "/etc/app/app.conf"`))
+				l.add(d.ErrAt(fp+".target", false, fmt.Sprintf("%q is not an absolute file path", f.Target), `write where the file appears in the container, e.g. "/etc/app/app.conf"`))
 				continue
 			}
 			claim(f.Target, fp+".target")
@@ -243,7 +239,7 @@ func overlap(a, b []Port) (int, int, bool) {
 
 func (l *loader) validateHosts() {
 	type seen struct {
-		doc  *document
+		doc  *tomlpos.Document
 		path string
 		name string
 	}
@@ -262,7 +258,7 @@ func (l *loader) validateHosts() {
 			}
 		}
 		if s, dup := names[h.Name]; dup {
-			err := d.errAt(namePath, false, fmt.Sprintf("host name %q is already used by %s", h.Name, where(s.doc, s.path)), "every host needs its own name")
+			err := d.ErrAt(namePath, false, fmt.Sprintf("host name %q is already used by %s", h.Name, s.doc.Where(s.path)), "every host needs its own name")
 			if namePath == "" {
 				err.Line, err.Column = 1, 1
 			}
@@ -272,7 +268,7 @@ func (l *loader) validateHosts() {
 		}
 		if !h.MAC.IsZero() {
 			if s, dup := macs[h.MAC]; dup {
-				l.add(d.errAt("mac", false, fmt.Sprintf("MAC %s is already used by host %q (%s)", h.MAC, s.name, where(s.doc, s.path)), "every host needs its own MAC"))
+				l.add(d.ErrAt("mac", false, fmt.Sprintf("MAC %s is already used by host %q (%s)", h.MAC, s.name, s.doc.Where(s.path)), "every host needs its own MAC"))
 			} else {
 				macs[h.MAC] = seen{d, "mac", h.Name}
 			}
@@ -280,15 +276,15 @@ func (l *loader) validateHosts() {
 		if h.IP.IsValid() && l.usable(d, "ip", h.IP) {
 			switch {
 			case h.IP == n.ApplianceIP:
-				l.add(d.errAt("ip", false, fmt.Sprintf("%s is the appliance's own address", h.IP), "pick another address"))
+				l.add(d.ErrAt("ip", false, fmt.Sprintf("%s is the appliance's own address", h.IP), "pick another address"))
 			case h.IP == n.Gateway:
-				l.add(d.errAt("ip", false, fmt.Sprintf("%s is the gateway's address", h.IP), "pick another address"))
+				l.add(d.ErrAt("ip", false, fmt.Sprintf("%s is the gateway's address", h.IP), "pick another address"))
 			case n.DHCP == "full" && n.DHCPRange.Contains(h.IP):
-				l.add(d.errAt("ip", false, fmt.Sprintf("%s is inside network.dhcp_range %s-%s", h.IP, n.DHCPRange.Start, n.DHCPRange.End),
+				l.add(d.ErrAt("ip", false, fmt.Sprintf("%s is inside network.dhcp_range %s-%s", h.IP, n.DHCPRange.Start, n.DHCPRange.End),
 					"fixed addresses must lie outside the range leased to unknown machines"))
 			default:
 				if s, dup := ips[h.IP]; dup {
-					l.add(d.errAt("ip", false, fmt.Sprintf("%s is already used by host %q (%s)", h.IP, s.name, where(s.doc, s.path)), "every host needs its own address"))
+					l.add(d.ErrAt("ip", false, fmt.Sprintf("%s is already used by host %q (%s)", h.IP, s.name, s.doc.Where(s.path)), "every host needs its own address"))
 				} else {
 					ips[h.IP] = seen{d, "ip", h.Name}
 				}
@@ -302,9 +298,9 @@ func (l *loader) validateHosts() {
 		}
 		l.checkKeys(d, "ssh_authorized_keys", h.SSHAuthorizedKeys)
 		l.checkTimezone(d, "timezone", h.Timezone)
-		for _, k := range sortedKeys(h.Labels) {
+		for _, k := range tomlpos.SortedKeys(h.Labels) {
 			if !labelKeyRe.MatchString(k) {
-				l.add(d.errAt(join("labels", k), true, fmt.Sprintf("%q is not a label key", k), "use letters, digits, '.', '_', '-' and '/', at most 63, starting and ending with a letter or digit"))
+				l.add(d.ErrAt(tomlpos.Join("labels", k), true, fmt.Sprintf("%q is not a label key", k), "use letters, digits, '.', '_', '-' and '/', at most 63, starting and ending with a letter or digit"))
 			}
 		}
 		l.validatePartitions(d, h)
@@ -312,15 +308,15 @@ func (l *loader) validateHosts() {
 	}
 }
 
-func (l *loader) validatePartitions(d *document, h *Host) {
+func (l *loader) validatePartitions(d *tomlpos.Document, h *Host) {
 	labels, mounts := map[string]int{}, map[string]int{}
 	for i, p := range h.Partitions {
-		pp := elem("partition", i)
+		pp := tomlpos.Elem("partition", i)
 		if p.Size == 0 && i != len(h.Partitions)-1 {
-			l.add(d.errAt(pp, true, "only the last partition may leave out size", `give a size such as "20GiB"`))
+			l.add(d.ErrAt(pp, true, "only the last partition may leave out size", `give a size such as "20GiB"`))
 		}
 		if j, dup := labels[p.Label]; dup && p.Label != "" {
-			l.add(d.errAt(pp+".label", false, fmt.Sprintf("label %q is already used by %s", p.Label, where(d, elem("partition", j)+".label")), "partition labels must be unique"))
+			l.add(d.ErrAt(pp+".label", false, fmt.Sprintf("label %q is already used by %s", p.Label, d.Where(tomlpos.Elem("partition", j)+".label")), "partition labels must be unique"))
 		}
 		labels[p.Label] = i
 		if p.Mount == "" {
@@ -328,12 +324,12 @@ func (l *loader) validatePartitions(d *document, h *Host) {
 		}
 		switch {
 		case p.Filesystem == "swap" || p.Filesystem == "none":
-			l.add(d.errAt(pp+".mount", false, fmt.Sprintf("a %s partition has no mount point", p.Filesystem), "remove mount"))
+			l.add(d.ErrAt(pp+".mount", false, fmt.Sprintf("a %s partition has no mount point", p.Filesystem), "remove mount"))
 		case !isCleanAbs(p.Mount) || p.Mount == "/":
-			l.add(d.errAt(pp+".mount", false, fmt.Sprintf("%q is not a mount point", p.Mount), `write an absolute path other than "/", e.g. "/var/lib/data"`))
+			l.add(d.ErrAt(pp+".mount", false, fmt.Sprintf("%q is not a mount point", p.Mount), `write an absolute path other than "/", e.g. "/var/lib/data"`))
 		default:
 			if j, dup := mounts[p.Mount]; dup {
-				l.add(d.errAt(pp+".mount", false, fmt.Sprintf("%s is already mounted by %s", p.Mount, where(d, elem("partition", j)+".mount")), "mount each path once"))
+				l.add(d.ErrAt(pp+".mount", false, fmt.Sprintf("%s is already mounted by %s", p.Mount, d.Where(tomlpos.Elem("partition", j)+".mount")), "mount each path once"))
 			}
 			mounts[p.Mount] = i
 		}
@@ -342,7 +338,7 @@ func (l *loader) validatePartitions(d *document, h *Host) {
 
 // validateHostRoles checks what only the combination of a host's roles can get wrong: unknown
 // roles, and two roles that put containers of the same name, or the same host port, on it.
-func (l *loader) validateHostRoles(d *document, h *Host) {
+func (l *loader) validateHostRoles(d *tomlpos.Document, h *Host) {
 	type placed struct {
 		role string
 		c    *Container
@@ -350,24 +346,24 @@ func (l *loader) validateHostRoles(d *document, h *Host) {
 	var byName = map[string]placed{}
 	var all []placed
 	for i, name := range h.Roles {
-		rp := elem("roles", i)
+		rp := tomlpos.Elem("roles", i)
 		if slices.Index(h.Roles, name) < i {
-			l.add(d.errAt(rp, false, fmt.Sprintf("role %q is listed twice", name), "remove one"))
+			l.add(d.ErrAt(rp, false, fmt.Sprintf("role %q is listed twice", name), "remove one"))
 			continue
 		}
 		r, ok := l.site.Roles[name]
 		if !ok {
 			hint := fmt.Sprintf("create roles/%s.toml or remove the role from this host", name)
-			if c := closest(name, sortedKeys(l.site.Roles)); c != "" {
+			if c := tomlpos.Closest(name, tomlpos.SortedKeys(l.site.Roles)); c != "" {
 				hint = fmt.Sprintf("did you mean %q?", c)
 			}
-			l.add(d.errAt(rp, false, fmt.Sprintf("unknown role %q (no file roles/%s.toml)", name, name), hint))
+			l.add(d.ErrAt(rp, false, fmt.Sprintf("unknown role %q (no file roles/%s.toml)", name, name), hint))
 			continue
 		}
 		for j := range r.Containers {
 			c := &r.Containers[j]
 			if other, dup := byName[c.Name]; dup && c.Name != "" {
-				l.add(d.errAt(rp, false, fmt.Sprintf("roles %q and %q both define container %q", other.role, name, c.Name),
+				l.add(d.ErrAt(rp, false, fmt.Sprintf("roles %q and %q both define container %q", other.role, name, c.Name),
 					"container names must be unique on a host: rename one of them"))
 				continue
 			}
@@ -377,7 +373,7 @@ func (l *loader) validateHostRoles(d *document, h *Host) {
 					continue // checked in the role itself
 				}
 				if _, b, ok := overlap(o.c.Ports, c.Ports); ok {
-					l.add(d.errAt(rp, false, fmt.Sprintf("container %q of role %q and container %q of role %q both publish host port %s", o.c.Name, o.role, c.Name, name, c.Ports[b]),
+					l.add(d.ErrAt(rp, false, fmt.Sprintf("container %q of role %q and container %q of role %q both publish host port %s", o.c.Name, o.role, c.Name, name, c.Ports[b]),
 						"change the host port in one of the roles"))
 				}
 			}

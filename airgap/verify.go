@@ -317,7 +317,7 @@ func (v *verifier) checkTotals(ix *Index) {
 	}
 }
 
-// hashAll re-hashes every blob file in the store with one worker per CPU.
+// hashAll re-hashes every blob file in the store, in parallel.
 func (v *verifier) hashAll(ctx context.Context) (int, int64, error) {
 	root := v.v2("blobs")
 	var files []string
@@ -339,7 +339,8 @@ func (v *verifier) hashAll(ctx context.Context) (int, int64, error) {
 		total int64
 	)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
+	// Two readers per CPU: one hashes while the other waits on the disk.
+	g.SetLimit(2 * runtime.GOMAXPROCS(0))
 	for _, p := range files {
 		rel, _ := filepath.Rel(root, p)
 		parts := strings.Split(filepath.ToSlash(rel), "/")

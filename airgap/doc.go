@@ -1,4 +1,27 @@
-// Package airgap will hold the content store: a distribution v3 storage tree addressed by sha256,
-// the signed bundle index, verification, and the read-only registry handler that serves a store
-// straight from the medium. It knows nothing of ISOs or hosts.
+// Package airgap is cairn's content store: the one place every artifact an offline site needs
+// lives, from the build machine to the appliance's medium.
+//
+// A store is a directory in distribution v3's storage layout (docker/registry/v2/blobs and
+// repositories), written with distribution's own storage code, so that the registry reads
+// exactly what the build wrote. Container images and multi-platform indexes keep their
+// upstream names (docker.io/library/nginx:1.27); OS disk images, netboot assets and plain
+// files are OCI artifacts with cairn's artifact types under os/, netboot/ and files/. Every
+// blob is addressed by its sha256 and stored once however many artifacts share it.
+//
+// Create starts a store and Store.Seal finishes it: bundle.json lists every artifact in
+// canonical JSON and bundle.sig holds its ed25519 signature. The same inputs and creation
+// time give the same bytes in every file, in whatever order the artifacts were added. A
+// store whose writing failed has no bundle.json; remove the directory and write it again.
+//
+// Verify checks a sealed store against a public key: the signature, every tag and link a
+// registry needs, and the hash of every blob, reporting every problem at once.
+//
+// NewRegistry serves a store as an OCI distribution registry (distribution's handler, in
+// process) straight from a read-only medium, with no copy: pushes are refused, or, with a
+// writable upper store, go there while reads fall through to the medium. Blob GETs answer
+// Range requests.
+//
+// The package does not fetch anything from the network, master ISOs, or know about hosts;
+// the build package fills stores and the daemon serves them. It does not configure logging:
+// distribution logs through logrus's standard logger, which the command decides about.
 package airgap

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cairn-appliance/cairn/airgap"
 )
@@ -124,6 +125,23 @@ func writeStore(t testing.TB, f *fixture, dir string, key ed25519.PrivateKey, or
 	ix, err := s.Seal(ctx, key)
 	must(t, err)
 	return ix
+}
+
+// writeConcurrently adds every artifact of the fixture at once and seals the store.
+func writeConcurrently(t testing.TB, f *fixture, key ed25519.PrivateKey) string {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := airgap.Create(ctx, airgap.StoreConfig{Dir: dir, Created: epoch})
+	must(t, err)
+	var g errgroup.Group
+	for _, add := range f.adds() {
+		g.Go(func() error { return add(ctx, s) })
+	}
+	must(t, g.Wait())
+	_, err = s.Seal(ctx, key)
+	must(t, err)
+	return dir
 }
 
 func newKey(t testing.TB) (ed25519.PrivateKey, ed25519.PublicKey) {
@@ -256,15 +274,19 @@ func TestStoreReproducible(t *testing.T) {
 	}
 	writeStore(t, f, a, priv, forward)
 	writeStore(t, f, b, priv, backward)
-	sa, sb := treeSums(t, a), treeSums(t, b)
-	for p, s := range sa {
-		if sb[p] != s {
-			t.Errorf("%s: %s in the first store, %q in the second", p, s, sb[p])
+	c := writeConcurrently(t, f, priv)
+	sa := treeSums(t, a)
+	for name, other := range map[string]string{"backwards": b, "concurrently": c} {
+		so := treeSums(t, other)
+		for p, s := range sa {
+			if so[p] != s {
+				t.Errorf("%s: %s written in order, %q written %s", p, s, so[p], name)
+			}
 		}
-	}
-	for p := range sb {
-		if _, ok := sa[p]; !ok {
-			t.Errorf("%s is only in the second store", p)
+		for p := range so {
+			if _, ok := sa[p]; !ok {
+				t.Errorf("%s is only in the store written %s", p, name)
+			}
 		}
 	}
 	// Times too, so that an ISO mastered from either is the same.

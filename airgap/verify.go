@@ -250,6 +250,10 @@ func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Dige
 		return
 	}
 	for _, c := range m.Manifests {
+		if err := c.Digest.Validate(); err != nil {
+			v.add(w.problem(d, "index lists an invalid digest %q", c.Digest))
+			continue
+		}
 		v.walkManifest(w, repoDir, c.Digest, c.Size, depth+1)
 	}
 	if m.Config != nil {

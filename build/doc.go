@@ -1,4 +1,8 @@
-// Package build will turn a build.toml into a signed, de-duplicated content store and a bootable
-// hybrid ISO: the lock file, fetching and pulling into the store, ISO mastering and progress.
-// Nothing in it runs on the appliance at runtime.
+// Package build turns a build.toml into a signed, de-duplicated content store: it reads and
+// checks build.toml (every problem at once, positioned), resolves each image and source and
+// pins them in build.lock, plans sizes and checks free space before fetching a blob, fetches
+// through a content-addressed cache (registry blobs through go-containerregistry, other files
+// through go-getter, resuming interrupted downloads), and writes the store with package airgap.
+//
+// It runs where the network is, never on the appliance. ISO mastering lives in build/iso.
 package build

@@ -220,7 +220,7 @@ func (d *decoder) decodeValue(path string, raw any, v reflect.Value, f field) {
 			return
 		}
 		v.SetBool(b)
-	case reflect.Int:
+	case reflect.Int, reflect.Int64:
 		n, ok := raw.(int64)
 		if !ok {
 			d.mismatch(path, raw, "an integer")
@@ -230,7 +230,7 @@ func (d *decoder) decodeValue(path string, raw any, v reflect.Value, f field) {
 			d.fail(path, false, fmt.Sprintf("expected an integer >= %d, got %d", *f.min, n), "")
 			return
 		}
-		if n != int64(int(n)) {
+		if t.Kind() == reflect.Int && n != int64(int(n)) {
 			d.fail(path, false, fmt.Sprintf("%d is out of range", n), "")
 			return
 		}

@@ -33,7 +33,7 @@ func typeSchema(t reflect.Type) map[string]any {
 		return map[string]any{"type": "string", "minLength": 1}
 	case reflect.Bool:
 		return map[string]any{"type": "boolean"}
-	case reflect.Int:
+	case reflect.Int, reflect.Int64:
 		return map[string]any{"type": "integer"}
 	case reflect.Slice:
 		items := typeSchema(t.Elem())

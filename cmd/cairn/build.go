@@ -1,0 +1,81 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/build"
+	"github.com/cairn-appliance/cairn/site/tomlpos"
+)
+
+func newBuildCmd() *cobra.Command {
+	var o build.Options
+	cmd := &cobra.Command{
+		Use:   "build",
+		Short: "Collect everything build.toml names into a signed, de-duplicated store",
+		Long: `Reads build.toml, resolves every image and source (pinned in build.lock beside it), plans
+the sizes and checks free space before fetching anything, then fetches into the download cache
+and writes the signed store (bundle.json, bundle.sig) to the output directory.
+
+The store appears at -o only when it is complete. The cache keeps every verified blob, so a
+rebuild downloads nothing it already has, and partial downloads, so an interrupted build
+resumes them. SOURCE_DATE_EPOCH makes the store reproducible.`,
+		Example: `  cairn build -f build.toml -o out/store
+  cairn build --plan                 # sizes and free space, nothing fetched
+  cairn build --locked -o out/store  # exactly what build.lock pins`,
+		Args: cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			if !o.PlanOnly && o.Output == "" {
+				return &failure{code: exitUsage, err: errors.New("-o DIR is required (or --plan)")}
+			}
+			created, err := airgap.SourceDateEpoch()
+			if err != nil {
+				return &failure{code: exitUsage, err: err}
+			}
+			o.Created = created
+			o.Stdout = cmd.OutOrStdout()
+			o.Progress = cmd.ErrOrStderr()
+			o.Terminal = isTerminal(os.Stderr) && cmd.ErrOrStderr() == os.Stderr
+			res, err := build.Run(cmd.Context(), o)
+			var errs tomlpos.Errors
+			if errors.As(err, &errs) {
+				for _, e := range errs {
+					fmt.Fprintln(cmd.OutOrStdout(), e.Error())
+				}
+				return fmt.Errorf("%s: %d problem(s)", o.Config, len(errs))
+			}
+			if err != nil {
+				if res != nil && res.Plan != nil && errors.Is(err, build.ErrNoSpace) {
+					_ = res.Plan.Print(cmd.OutOrStdout())
+				}
+				return err
+			}
+			if o.PlanOnly {
+				return nil
+			}
+			t := res.Index.Totals
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d artifacts, %d blobs, %d bytes stored (%d before de-duplication); downloaded %d blobs (%d bytes), %d from the cache\n",
+				o.Output, t.Artifacts, t.Blobs, t.StoredBytes, t.Bytes, res.BlobsFetched, res.BlobBytes, res.BlobsCached)
+			return nil
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.Config, "file", "f", "build.toml", "the build file")
+	f.StringVarP(&o.Output, "output", "o", "", "directory to write the store to (must not exist or be empty)")
+	f.StringVar(&o.CacheDir, "cache", "", "download cache directory (default $XDG_CACHE_HOME/cairn or ~/.cache/cairn)")
+	f.BoolVar(&o.Locked, "locked", false, "build only what build.lock pins; fail on anything it does not")
+	f.BoolVar(&o.PlanOnly, "plan", false, "print what would be fetched and stored, with sizes, and check free space; fetch no blob")
+	f.IntVar(&o.Jobs, "jobs", 4, "artifacts fetched at once")
+	return cmd
+}
+
+// isTerminal reports whether f is a terminal (a character device), where progress bars make
+// sense; in CI logs they do not.
+func isTerminal(f *os.File) bool {
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
+}

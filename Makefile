@@ -12,7 +12,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 TOOLS := $(CURDIR)/bin/tools
 FUZZTIME ?= 30s
 
-.PHONY: help build test test-full vmtest bench lint demo schema clean
+.PHONY: help build test test-full vmtest bench lint demo schema clean appliance-base
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,9 @@ test-full: test vmtest ## test, then every fuzz target for FUZZTIME (default 30s
 
 vmtest: ## VM tier: QEMU scenarios (opt-in tests, turned on here)
 	CAIRN_VMTEST=1 $(GO) test -count=1 -timeout 50m ./vmtest/...
+
+appliance-base: ## build the appliance OS base (vmlinuz, initrd, squashfs) unless cached; APPLIANCE_CACHE=dir
+	$(GO) run ./appliance/mkbase $(if $(APPLIANCE_CACHE),-cache $(APPLIANCE_CACHE))
 
 bench: ## benchmarks, each beside the anchor it is compared with
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

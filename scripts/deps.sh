@@ -8,6 +8,10 @@ packages=(
   openssh-client                           # ssh-keygen, used by tests that make keys
   skopeo                                   # second, independent registry client in the airgap tests
   docker-registry                          # distribution 2.8, the anchor of bench/registry
+  mmdebstrap squashfs-tools                # the appliance base (make appliance-base)
+  xorriso isolinux syslinux-common         # ISO mastering, BIOS boot (build/iso)
+  grub-efi-amd64-bin grub-common dosfstools mtools  # UEFI boot: GRUB and its EFI partition image
+  qemu-system-x86 ovmf                     # the VM tier (make vmtest): TCG, SeaBIOS and OVMF
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -395,7 +395,8 @@ func BenchmarkRegistryPull(b *testing.B) {
 // BenchmarkTimeToFirstPull: from nothing to a completed pull, serving the read-only store in
 // place against copying it to local disk first and serving the copy (what Hauler does).
 // The first pull is of the small image; the store also holds the 256 MiB one, which a
-// copy-then-serve tool must copy before it can serve anything. Goal: >= 10x faster.
+// copy-then-serve tool must copy before it can serve anything. Each run starts with the
+// store's blobs out of the page cache, as after boot. Goal: >= 10x faster.
 func BenchmarkTimeToFirstPull(b *testing.B) {
 	dir := readOnly(b, store(b))
 	first := func(srcDir string, copyFirst bool) (time.Duration, error) {
@@ -425,14 +426,25 @@ func BenchmarkTimeToFirstPull(b *testing.B) {
 		}
 		return time.Since(start), nil
 	}
+	files, err := blobFiles(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var inPlace, copied time.Duration
 	b.ResetTimer()
 	for range b.N {
+		// Fresh: nothing of the store in the page cache, as after booting from the medium.
+		if err := evict(files); err != nil {
+			b.Fatal(err)
+		}
 		d, err := first(dir, false)
 		if err != nil {
 			b.Fatalf("serving in place: %v", err)
 		}
 		inPlace += d
+		if err := evict(files); err != nil {
+			b.Fatal(err)
+		}
 		d, err = first(dir, true)
 		if err != nil {
 			b.Fatalf("copying, then serving: %v", err)
@@ -444,6 +456,6 @@ func BenchmarkTimeToFirstPull(b *testing.B) {
 	b.ReportMetric(ms(inPlace), "in-place-ms")
 	b.ReportMetric(ms(copied), "copy-then-serve-ms")
 	b.ReportMetric(float64(copied)/float64(inPlace), "x-faster")
-	b.Logf("time to first pull (2 MiB image, store of 258 MiB): in place %.1f ms, copy-then-serve %.1f ms: %.0fx faster (goal >= 10x)",
+	b.Logf("time to first pull (2 MiB image, store of 258 MiB, cold cache): in place %.1f ms, copy-then-serve %.1f ms: %.0fx faster (goal >= 10x)",
 		ms(inPlace), ms(copied), float64(copied)/float64(inPlace))
 }

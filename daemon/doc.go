@@ -1,4 +1,8 @@
-// Package daemon will hold the converging daemon that runs on the appliance: it watches the site
-// directory, plans and applies changes, keeps state, and runs the PXE services, the agent API, the
-// status API and metrics. It reads the site only through package site.
+// Package daemon is cairn's appliance daemon. So far it serves the store on the boot medium as a
+// read-only container registry (through airgap.NewRegistry, with an optional writable store
+// layered over it), tells systemd when it is ready and keeps its watchdog fed only while the
+// registry answers, and prints a ready line for the serial console.
+//
+// It does not yet watch the site, plan, apply, keep state or run the PXE services; it reads the
+// site only through package site when it does.
 package daemon

@@ -1,0 +1,75 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// DefaultConfigPath is where the appliance keeps the daemon's configuration.
+const DefaultConfigPath = "/etc/cairn/daemon.toml"
+
+// Config is the daemon's configuration file (/etc/cairn/daemon.toml on the appliance).
+type Config struct {
+	// MediumLabel is the volume label of the boot medium that holds the store. A cairn.label=
+	// argument on the kernel command line, which the ISO's boot menu sets, overrides it.
+	MediumLabel string `toml:"medium_label"`
+	// Store is the store's path on the medium, or an absolute path to serve a store from
+	// anywhere else (then no medium is looked for).
+	Store string `toml:"store"`
+	// Site is the site seed's path on the medium. Unused until the daemon converges sites.
+	Site string `toml:"site"`
+	// Listen is the registry's address.
+	Listen string `toml:"listen"`
+	// Upper, when set, is a writable store layered over the medium's.
+	Upper string `toml:"upper"`
+}
+
+// DefaultConfig is the configuration when no file says otherwise.
+func DefaultConfig() Config {
+	return Config{MediumLabel: "CAIRN", Store: "cairn/store", Site: "cairn/site", Listen: ":5000"}
+}
+
+// LoadConfig reads a configuration file over the defaults. Unknown keys are errors, so that a
+// misspelt key does not silently fall back to a default.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("reading daemon config: %w", err)
+	}
+	dec := toml.NewDecoder(bytes.NewReader(b)).DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			return cfg, fmt.Errorf("%s: %s; the keys are medium_label, store, site, listen and upper", path, strings.TrimSpace(strict.String()))
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			line, col := de.Position()
+			return cfg, fmt.Errorf("%s:%d:%d: %w", path, line, col, de)
+		}
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	if cfg.Listen == "" {
+		return cfg, fmt.Errorf("%s: listen is empty; give an address such as \":5000\"", path)
+	}
+	if cfg.Store == "" {
+		return cfg, fmt.Errorf("%s: store is empty; give the store's path on the medium (cairn/store)", path)
+	}
+	return cfg, nil
+}
+
+// kernelArg returns the value of name=value on a kernel command line.
+func kernelArg(cmdline, name string) (string, bool) {
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,202 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/appliance"
+)
+
+// Notifier tells the service manager about the daemon's state (sd_notify(3) lines such as
+// READY=1). Systemd is the real one; tests record what they are told.
+type Notifier interface {
+	// Notify sends state. It reports false, nil when no service manager listens.
+	Notify(state string) (bool, error)
+	// WatchdogInterval is how often the manager wants WATCHDOG=1, or 0 when it does not.
+	WatchdogInterval() time.Duration
+}
+
+// Systemd notifies the systemd unit the process runs under ($NOTIFY_SOCKET); outside systemd it
+// does nothing.
+type Systemd struct{}
+
+// Notify implements Notifier.
+func (Systemd) Notify(state string) (bool, error) { return sddaemon.SdNotify(false, state) }
+
+// WatchdogInterval implements Notifier.
+func (Systemd) WatchdogInterval() time.Duration {
+	d, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil {
+		return 0
+	}
+	return d
+}
+
+// Options are the process-level pieces Run needs; cmd/cairn wires them.
+type Options struct {
+	// Stdout receives the ready line (on the appliance, the journal and the serial console).
+	Stdout io.Writer
+	// Log receives the daemon's log. Nil discards it.
+	Log *slog.Logger
+	// Notifier tells systemd about readiness and feeds its watchdog. Nil means Systemd.
+	Notifier Notifier
+	// Reload delivers reload requests (SIGHUP from systemctl reload cairn).
+	Reload <-chan os.Signal
+	// Cmdline is the kernel command line, read for cairn.label=. Empty means /proc/cmdline.
+	Cmdline string
+	// FindMedium locates the medium; nil means appliance.FindMedium. Tests replace it.
+	FindMedium func(context.Context, appliance.MediumConfig) (string, error)
+}
+
+// ReadyPrefix starts the line the daemon prints once it serves; VM tests wait for it on the
+// serial console.
+const ReadyPrefix = "cairn: READY"
+
+// Run serves the registry until ctx ends, then shuts it down and returns nil. It returns an
+// error, without half-starting anything, when the store cannot be found or served.
+func Run(ctx context.Context, cfg Config, opts Options) error {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	notifier := opts.Notifier
+	if notifier == nil {
+		notifier = Systemd{}
+	}
+	stdout := opts.Stdout
+	if stdout == nil {
+		stdout = io.Discard
+	}
+
+	storeDir, err := locateStore(ctx, cfg, opts, notifier)
+	if err != nil {
+		return err
+	}
+	ix, _, err := airgap.ReadIndex(storeDir)
+	if err != nil {
+		return fmt.Errorf("reading the store on the medium: %w", err)
+	}
+	reg, err := airgap.NewRegistry(airgap.RegistryConfig{Dir: storeDir, UpperDir: cfg.Upper})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("registry: listening on %s (listen in the daemon config): %w", cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: reg, ReadHeaderTimeout: 30 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	addr := ln.Addr().String()
+	status := fmt.Sprintf("serving %d artifacts from %s on %s", ix.Totals.Artifacts, storeDir, addr)
+	if _, err := notifier.Notify("READY=1\nSTATUS=" + status); err != nil {
+		log.Warn("telling systemd the daemon is ready", "err", err)
+	}
+	fmt.Fprintf(stdout, "%s registry=%s store=%s artifacts=%d\n", ReadyPrefix, addr, storeDir, ix.Totals.Artifacts)
+	log.Info("ready", "registry", addr, "store", storeDir, "artifacts", ix.Totals.Artifacts)
+
+	var tick <-chan time.Time
+	if iv := notifier.WatchdogInterval(); iv > 0 {
+		t := time.NewTicker(iv / 3)
+		defer t.Stop()
+		tick = t.C
+	}
+	probe := &http.Client{Timeout: 5 * time.Second}
+	probeURL := "http://" + loopback(addr) + "/v2/"
+	for {
+		select {
+		case <-ctx.Done():
+			_, _ = notifier.Notify("STOPPING=1")
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		case err := <-served:
+			return fmt.Errorf("registry stopped serving: %w", err)
+		case <-tick:
+			// The watchdog is fed only while the registry answers, so a wedged server gets restarted.
+			if err := check(ctx, probe, probeURL); err != nil {
+				log.Warn("registry health check failed; not feeding the watchdog", "err", err)
+				continue
+			}
+			_, _ = notifier.Notify("WATCHDOG=1")
+		case <-opts.Reload:
+			_, _ = notifier.Notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
+			log.Info("reload requested; nothing to re-read until the daemon watches a site")
+			_, _ = notifier.Notify("READY=1\nSTATUS=" + status)
+		}
+	}
+}
+
+// locateStore resolves cfg.Store: an absolute path as is, else a path on the boot medium.
+func locateStore(ctx context.Context, cfg Config, opts Options, n Notifier) (string, error) {
+	if filepath.IsAbs(cfg.Store) {
+		return cfg.Store, nil
+	}
+	label := cfg.MediumLabel
+	cmdline := opts.Cmdline
+	if cmdline == "" {
+		if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+			cmdline = string(b)
+		}
+	}
+	if l, ok := kernelArg(cmdline, "cairn.label"); ok && l != "" {
+		label = l
+	}
+	find := opts.FindMedium
+	if find == nil {
+		find = appliance.FindMedium
+	}
+	_, _ = n.Notify("STATUS=looking for the boot medium labelled " + label)
+	fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	medium, err := find(fctx, appliance.MediumConfig{Label: label})
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(medium, cfg.Store)
+	if _, err := os.Stat(filepath.Join(dir, airgap.IndexFile)); err != nil {
+		return "", fmt.Errorf("the boot medium %s (label %s) holds no store at %s: %w; was the ISO made by cairn build?", medium, label, cfg.Store, err)
+	}
+	return dir, nil
+}
+
+func check(ctx context.Context, c *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return errors.New("GET /v2/: " + resp.Status)
+	}
+	return nil
+}
+
+// loopback turns a listen address into one to reach it from this host.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,231 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/appliance"
+)
+
+// recorder is a Notifier that keeps what it is told.
+type recorder struct {
+	mu       sync.Mutex
+	states   []string
+	watchdog time.Duration
+	notify   chan string
+}
+
+func newRecorder(wd time.Duration) *recorder {
+	return &recorder{watchdog: wd, notify: make(chan string, 100)}
+}
+
+func (r *recorder) Notify(state string) (bool, error) {
+	r.mu.Lock()
+	r.states = append(r.states, state)
+	r.mu.Unlock()
+	select {
+	case r.notify <- state:
+	default:
+	}
+	return true, nil
+}
+
+func (r *recorder) WatchdogInterval() time.Duration { return r.watchdog }
+
+func (r *recorder) waitFor(t *testing.T, prefix string) string {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-r.notify:
+			if strings.HasPrefix(s, prefix) {
+				return s
+			}
+		case <-timeout:
+			t.Fatalf("systemd was never told %q; it was told %q", prefix, r.states)
+		}
+	}
+}
+
+func makeStore(t *testing.T, dir string) string {
+	t.Helper()
+	ctx := context.Background()
+	st, err := airgap.Create(ctx, airgap.StoreConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := random.Image(512, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddImage(ctx, "example.com/app:1", img); err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	if _, err := st.Seal(ctx, priv); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	return d.String()
+}
+
+// start runs the daemon and returns the registry address from its ready line.
+func start(t *testing.T, cfg Config, opts Options) (addr string, stop func() error) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	opts.Stdout = pw
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, opts); pw.Close() }()
+	lines := make(chan string, 10)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	select {
+	case l, ok := <-lines:
+		if !ok {
+			cancel()
+			t.Fatalf("daemon printed no ready line: %v", <-done)
+		}
+		if !strings.HasPrefix(l, ReadyPrefix+" registry=") {
+			t.Fatalf("first line = %q, want it to start %q", l, ReadyPrefix)
+		}
+		addr = strings.TrimPrefix(strings.Fields(l)[2], "registry=")
+	case <-time.After(20 * time.Second):
+		t.Fatal("no ready line within 20s")
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	return addr, func() error { cancel(); return <-done }
+}
+
+func TestRunServesStoreAndTalksToSystemd(t *testing.T) {
+	store := t.TempDir()
+	want := makeStore(t, store)
+	n := newRecorder(30 * time.Millisecond)
+	hup := make(chan os.Signal, 1)
+	addr, stop := start(t, Config{Store: store, Listen: "127.0.0.1:0"}, Options{Notifier: n, Reload: hup})
+
+	ready := n.waitFor(t, "READY=1")
+	if !strings.Contains(ready, "\nSTATUS=serving 1 artifacts from "+store) {
+		t.Errorf("READY notification = %q, want a STATUS line naming the store", ready)
+	}
+	ref, err := name.ParseReference(addr+"/example.com/app:1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(ref)
+	if err != nil {
+		t.Fatalf("pulling through the daemon: %v", err)
+	}
+	if desc.Digest.String() != want {
+		t.Errorf("digest through the daemon = %s, want %s", desc.Digest, want)
+	}
+	// The watchdog is fed because the registry answers its health check.
+	n.waitFor(t, "WATCHDOG=1")
+	hup <- os.Interrupt
+	n.waitFor(t, "RELOADING=1")
+	n.waitFor(t, "READY=1")
+	if err := stop(); err != nil {
+		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if last := n.states[len(n.states)-1]; last != "STOPPING=1" {
+		t.Errorf("last notification = %q, want STOPPING=1", last)
+	}
+}
+
+func TestRunFindsStoreOnMedium(t *testing.T) {
+	medium := t.TempDir()
+	makeStore(t, filepath.Join(medium, "cairn", "store"))
+	var gotLabel string
+	find := func(_ context.Context, c appliance.MediumConfig) (string, error) {
+		gotLabel = c.Label
+		return medium, nil
+	}
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	_, stop := start(t, cfg, Options{Notifier: newRecorder(0), FindMedium: find, Cmdline: "boot=live cairn.label=MY_SITE_1 quiet"})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if gotLabel != "MY_SITE_1" {
+		t.Errorf("medium label = %q, want MY_SITE_1 from the kernel command line", gotLabel)
+	}
+}
+
+func TestRunRefusesMediumWithoutStore(t *testing.T) {
+	medium := t.TempDir()
+	find := func(context.Context, appliance.MediumConfig) (string, error) { return medium, nil }
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	err := Run(context.Background(), cfg, Options{Notifier: newRecorder(0), FindMedium: find, Cmdline: "x"})
+	if err == nil || !strings.Contains(err.Error(), "holds no store at cairn/store") {
+		t.Fatalf("Run(medium without store) = %v, want an error saying the medium holds no store", err)
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := filepath.Join(dir, "daemon.toml")
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfg, err := LoadConfig(write("listen = \"127.0.0.1:5001\"\n"))
+	if err != nil || cfg.Listen != "127.0.0.1:5001" || cfg.MediumLabel != "CAIRN" || cfg.Store != "cairn/store" {
+		t.Fatalf("LoadConfig(listen only) = %+v, %v, want defaults with listen replaced", cfg, err)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"lisen = \":5000\"\n", "lisen"},
+		{"listen = \n", "daemon.toml:1:"},
+		{"listen = \"\"\n", "listen is empty"},
+		{"store = \"\"\n", "store is empty"},
+	} {
+		if _, err := LoadConfig(write(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("LoadConfig(%q) = %v, want an error containing %q", tc.in, err, tc.want)
+		}
+	}
+	// The appliance's own config file parses.
+	if _, err := LoadConfig("../appliance/recipe/overlay/etc/cairn/daemon.toml"); err != nil {
+		t.Errorf("the appliance's daemon.toml: %v", err)
+	}
+}
+
+func TestKernelArg(t *testing.T) {
+	for _, tc := range []struct {
+		cmdline, want string
+		ok            bool
+	}{
+		{"boot=live cairn.label=X1 quiet\n", "X1", true},
+		{"cairn.labels=no", "", false},
+		{"", "", false},
+	} {
+		got, ok := kernelArg(tc.cmdline, "cairn.label")
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("kernelArg(%q) = %q, %v, want %q, %v", tc.cmdline, got, ok, tc.want, tc.ok)
+		}
+	}
+}

@@ -278,12 +278,24 @@ func TestBuildWritesVerifiedStore(t *testing.T) {
 		t.Errorf("--plan created %s", out)
 	}
 
-	res, err := Run(ctx, f.options(out, cache))
+	var lines bytes.Buffer
+	o := f.options(out, cache)
+	o.Progress = &lines // not a terminal: one line per finished artifact
+	res, err := Run(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, problems := airgap.Verify(ctx, out, f.pub); problems != nil {
 		t.Fatalf("Verify(store) = %v", problems)
+	}
+	n := 0
+	for _, l := range strings.Split(lines.String(), "\n") {
+		if strings.HasPrefix(l, "done ") {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Errorf("progress printed %d done lines for 5 artifacts:\n%s", n, lines.String())
 	}
 	if got := leftovers(t, parent, out); len(got) != 0 {
 		t.Errorf("left beside the store: %v", got)

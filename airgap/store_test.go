@@ -48,6 +48,7 @@ func newFixture(t testing.TB) *fixture {
 	must(t, err)
 	app, err = mutate.AppendLayers(app, shared)
 	must(t, err)
+	app = withPlatform(t, app, "linux", "arm64", "v8")
 	f.images["registry.example.com/team/app:1.0"] = app
 
 	// An OCI image with the same shared layer, so the store holds it once.
@@ -62,6 +63,16 @@ func newFixture(t testing.TB) *fixture {
 	idx, err := random.Index(1024, 2, 2)
 	must(t, err)
 	f.indexes["quay.io/example/multi:v2"] = idx
+
+	// A Docker manifest list with platforms, one of whose images is also stored on its own.
+	amd64, err := random.Image(1500, 2)
+	must(t, err)
+	amd64 = withPlatform(t, amd64, "linux", "amd64", "")
+	list := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.DockerManifestList),
+		mutate.IndexAddendum{Add: amd64, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: app, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}}},
+	)
+	f.indexes["busybox:1.36"] = list
 
 	dir := t.TempDir()
 	rng := rand.New(rand.NewSource(1))
@@ -82,6 +93,17 @@ func newFixture(t testing.TB) *fixture {
 	return f
 }
 
+func withPlatform(t testing.TB, img v1.Image, os, arch, variant string) v1.Image {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	must(t, err)
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Variant = os, arch, variant
+	img, err = mutate.ConfigFile(img, cf)
+	must(t, err)
+	return img
+}
+
 // adds returns one closure per artifact, so tests can add them in any order.
 func (f *fixture) adds() []func(context.Context, *airgap.Store) error {
 	var out []func(context.Context, *airgap.Store) error
@@ -94,7 +116,13 @@ func (f *fixture) adds() []func(context.Context, *airgap.Store) error {
 		img := f.images[name]
 		out = append(out, func(ctx context.Context, s *airgap.Store) error { return s.AddImage(ctx, name, img) })
 	}
-	for name, idx := range f.indexes {
+	names = names[:0]
+	for name := range f.indexes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		idx := f.indexes[name]
 		out = append(out, func(ctx context.Context, s *airgap.Store) error { return s.AddIndex(ctx, name, idx) })
 	}
 	out = append(out,
@@ -216,6 +244,7 @@ func TestStoreIndex(t *testing.T) {
 		{"docker.io/library/nginx", "1.27", airgap.KindImage, 0},
 		{"registry.example.com/team/app", "1.0", airgap.KindImage, 1},
 		{"quay.io/example/multi", "v2", airgap.KindImage, 0},
+		{"docker.io/library/busybox", "1.36", airgap.KindImage, 2},
 		{"os/debian-12", "20261101", airgap.KindOS, 0},
 		{"netboot/debian-12/vmlinuz", "6.1", airgap.KindNetboot, 0},
 		{"files/motd", "latest", airgap.KindFile, 0},
@@ -228,9 +257,15 @@ func TestStoreIndex(t *testing.T) {
 		if a.Tag != tc.tag || a.Kind != tc.kind {
 			t.Errorf("%s: tag %q kind %q, want %q %q", tc.repo, a.Tag, a.Kind, tc.tag, tc.kind)
 		}
+		if len(a.Platforms) != tc.platforms {
+			t.Errorf("%s: platforms %v, want %d", tc.repo, a.Platforms, tc.platforms)
+		}
 		if a.Size <= 0 {
 			t.Errorf("%s: size %d, want > 0", tc.repo, a.Size)
 		}
+	}
+	if got := strings.Join(byRepo["docker.io/library/busybox"].Platforms, " "); got != "linux/amd64 linux/arm64/v8" {
+		t.Errorf("busybox platforms = %s, want linux/amd64 linux/arm64/v8", got)
 	}
 	want, _ := f.images["registry.example.com/team/app:1.0"].Digest()
 	if got := byRepo["registry.example.com/team/app"].Digest.String(); got != want.String() {

@@ -110,8 +110,8 @@ func TestVerify(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Verify(untouched store) = %v, want nil", err)
 				}
-				if rep.Blobs == 0 || rep.Bytes == 0 || len(rep.Index.Artifacts) != 6 {
-					t.Errorf("Verify report = %+v, want blobs, bytes and 6 artifacts", rep)
+				if rep.Blobs == 0 || rep.Bytes == 0 || len(rep.Index.Artifacts) != 7 {
+					t.Errorf("Verify report = %+v, want blobs, bytes and 7 artifacts", rep)
 				}
 				return
 			}

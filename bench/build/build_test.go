@@ -79,7 +79,7 @@ func BenchmarkBuild(b *testing.B) {
 				out, err := exec.Command(skopeo, "copy", "--quiet", "--src-tls-verify=false",
 					"docker://"+ref, fmt.Sprintf("oci:%s:latest", filepath.Join(run, "skopeo", fmt.Sprint(i)))).CombinedOutput()
 				if err != nil {
-					return fmt.Errorf("skopeo copy %s: %v: %s", ref, err, out)
+					return fmt.Errorf("skopeo copy %s: %w: %s", ref, err, out)
 				}
 				return nil
 			})

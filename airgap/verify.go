@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -214,9 +215,10 @@ type manifestDoc struct {
 }
 
 type descriptorDoc struct {
-	MediaType string        `json:"mediaType"`
-	Digest    digest.Digest `json:"digest"`
-	Size      int64         `json:"size"`
+	MediaType   string            `json:"mediaType"`
+	Digest      digest.Digest     `json:"digest"`
+	Size        int64             `json:"size"`
+	Annotations map[string]string `json:"annotations"`
 }
 
 func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Digest, size int64, depth int) {
@@ -261,6 +263,34 @@ func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Dige
 	}
 	for _, l := range m.Layers {
 		v.checkBlob(w, repoDir, l)
+	}
+	if depth == 0 && w.a.OS != nil {
+		v.checkOS(w, d, m)
+	}
+}
+
+// checkOS compares an OS image's record in bundle.json with what its manifest says, which is
+// what an agent reads before it writes a disk.
+func (v *verifier) checkOS(w *artifactWalk, d digest.Digest, m manifestDoc) {
+	if len(m.Layers) != 1 {
+		v.add(w.problem(d, "OS image manifest has %d layers, want 1", len(m.Layers)))
+		return
+	}
+	l, info := m.Layers[0], w.a.OS
+	want := map[string]string{
+		AnnotationOSFormat:           string(info.Format),
+		AnnotationOSUncompressedSize: strconv.FormatInt(info.UncompressedSize, 10),
+	}
+	if info.UncompressedDigest != "" {
+		want[AnnotationOSUncompressedDigest] = info.UncompressedDigest.String()
+	}
+	if l.MediaType != MediaTypeOSPrefix+string(info.Format) {
+		v.add(w.problem(l.Digest, "OS image layer has media type %q, bundle.json says format %s", l.MediaType, info.Format))
+	}
+	for k, val := range want {
+		if l.Annotations[k] != val {
+			v.add(w.problem(l.Digest, "OS image layer annotation %s is %q, bundle.json says %q", k, l.Annotations[k], val))
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package airgap_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"os"
 	"path/filepath"
@@ -92,6 +93,24 @@ func TestVerify(t *testing.T) {
 				must(t, os.WriteFile(p, []byte("foo"), 0o644))
 			},
 			want: []string{"(no artifact)", "no artifact in bundle.json references it"},
+		},
+		{
+			// A re-signed bundle.json that lies about an OS image still disagrees with its manifest.
+			name: "OS image record re-signed with other values",
+			tamper: func(t *testing.T, dir string) {
+				ix, _, err := airgap.ReadIndex(dir)
+				must(t, err)
+				for i := range ix.Artifacts {
+					if ix.Artifacts[i].OS != nil {
+						ix.Artifacts[i].OS.UncompressedSize++
+					}
+				}
+				b, err := ix.Marshal()
+				must(t, err)
+				must(t, os.WriteFile(filepath.Join(dir, airgap.IndexFile), b, 0o644))
+				must(t, os.WriteFile(filepath.Join(dir, airgap.SignatureFile), ed25519.Sign(priv, b), 0o644))
+			},
+			want: []string{"os/debian-12:20261101", "dev.cairn.os.uncompressed.size"},
 		},
 		{name: "another key", key: otherPub, want: []string{"bundle.json", "signed with another key"}},
 	} {

@@ -563,11 +563,19 @@ func TestCancelLeavesNothing(t *testing.T) {
 	go func() { <-started; cancel() }()
 	parent := t.TempDir()
 	out := filepath.Join(parent, "store")
-	if _, err := Run(ctx, f.options(out, t.TempDir())); !errors.Is(err, context.Canceled) {
+	cache := t.TempDir()
+	if _, err := Run(ctx, f.options(out, cache)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run() = %v, want context.Canceled", err)
 	}
 	if got := leftovers(t, parent, ""); len(got) != 0 {
 		t.Errorf("a cancelled build left %v beside its output", got)
+	}
+	// The cache keeps verified blobs and the partial download to resume, and nothing else.
+	if got := leftovers(t, filepath.Join(cache, "tmp"), ""); len(got) != 0 {
+		t.Errorf("a cancelled build left %v in the cache's tmp/", got)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "partial", strings.Repeat("a", 64))); err != nil {
+		t.Errorf("the interrupted download was not kept for resuming: %v", err)
 	}
 }
 

@@ -159,8 +159,14 @@ func (s *Store) addFileArtifact(ctx context.Context, kind Kind, name, tag, path,
 	if err != nil {
 		return fmt.Errorf("adding %w", err)
 	}
-	d, size, err := hashFile(path)
-	if err != nil {
+	var (
+		d    digest.Digest
+		size int64
+	)
+	if osInfo != nil && osInfo.Format == FormatRaw {
+		// Already hashed for the uncompressed digest; distribution re-checks it while writing.
+		d, size = osInfo.UncompressedDigest, osInfo.UncompressedSize
+	} else if d, size, err = hashFile(path); err != nil {
 		return fmt.Errorf("adding %s artifact %s: %w", kind, name, err)
 	}
 	if ann == nil {

@@ -2,9 +2,11 @@ package airgap_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"io"
 	"io/fs"
@@ -22,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cairn-appliance/cairn/airgap"
@@ -382,4 +385,75 @@ func TestStoreRejects(t *testing.T) {
 	if _, err := s.Seal(ctx, nil); err == nil {
 		t.Error("Seal(nil key) succeeded, want an error")
 	}
+}
+
+func TestStoreOSFormats(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	raw := bytes.Repeat([]byte("disk"), 5000)
+	var gz bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	_, err := gw.Write(raw)
+	must(t, err)
+	must(t, gw.Close())
+	var xzb bytes.Buffer
+	xw, err := xz.NewWriter(&xzb)
+	must(t, err)
+	_, err = xw.Write(raw)
+	must(t, err)
+	must(t, xw.Close())
+	qcow := make([]byte, 512)
+	copy(qcow, []byte{'Q', 'F', 'I', 0xfb})
+	binary.BigEndian.PutUint64(qcow[24:], 10<<30)
+	rawSum := sha256.Sum256(raw)
+
+	s, err := airgap.Create(ctx, airgap.StoreConfig{Dir: t.TempDir(), Created: epoch})
+	must(t, err)
+	for _, in := range []struct {
+		name    string
+		content []byte
+		format  airgap.OSFormat // empty means detect it
+	}{
+		{"raw", raw, airgap.FormatRaw},
+		{"gz", gz.Bytes(), ""},
+		{"xz", xzb.Bytes(), airgap.FormatRawXz},
+		{"qcow", qcow, ""},
+	} {
+		must(t, s.AddOSImage(ctx, airgap.OSImage{Name: in.name, Path: write(t, dir, in.name, in.content), Format: in.format}))
+	}
+	ix, err := s.Seal(ctx, newKeyOnly(t))
+	must(t, err)
+	got := map[string]*airgap.OSInfo{}
+	for _, a := range ix.Artifacts {
+		got[a.Name] = a.OS
+	}
+	for _, tc := range []struct {
+		name     string
+		want     airgap.OSFormat
+		wantSize int64
+		wantSum  bool
+	}{
+		{"raw", airgap.FormatRaw, int64(len(raw)), true},
+		{"gz", airgap.FormatRawGzip, int64(len(raw)), true},
+		{"xz", airgap.FormatRawXz, int64(len(raw)), true},
+		{"qcow", airgap.FormatQcow2, 10 << 30, false},
+	} {
+		info := got[tc.name]
+		if info == nil {
+			t.Errorf("%s: no OS info in bundle.json", tc.name)
+			continue
+		}
+		wantSum := ""
+		if tc.wantSum {
+			wantSum = "sha256:" + hex.EncodeToString(rawSum[:])
+		}
+		if info.Format != tc.want || info.UncompressedSize != tc.wantSize || info.UncompressedDigest.String() != wantSum {
+			t.Errorf("%s: OS info %+v, want %s, %d bytes, %q", tc.name, info, tc.want, tc.wantSize, wantSum)
+		}
+	}
+}
+
+func newKeyOnly(t testing.TB) ed25519.PrivateKey {
+	k, _ := newKey(t)
+	return k
 }

@@ -1,0 +1,195 @@
+package watch
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// harness runs a Watcher on a site directory and counts what it reports.
+type harness struct {
+	t    *testing.T
+	site string
+	w    *Watcher
+}
+
+func start(t *testing.T, site string) *harness {
+	t.Helper()
+	w, err := New(Config{Dir: site, Quiet: 150 * time.Millisecond, MaxWait: 2 * time.Second, Resync: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v", err)
+		}
+	})
+	time.Sleep(100 * time.Millisecond) // let Run take its first fingerprint and add its watches
+	return &harness{t: t, site: site, w: w}
+}
+
+// expect waits for exactly n changes: n within a few seconds, then none for a while.
+func (h *harness) expect(n int, what string) {
+	h.t.Helper()
+	for i := range n {
+		select {
+		case c := <-h.w.C:
+			if c.Reason == "" {
+				h.t.Errorf("%s: change without a reason", what)
+			}
+		case <-time.After(5 * time.Second):
+			h.t.Fatalf("%s: got %d reloads, want %d", what, i, n)
+		}
+	}
+	select {
+	case c := <-h.w.C:
+		h.t.Fatalf("%s: an extra reload (%s), want exactly %d", what, c.Reason, n)
+	case <-time.After(800 * time.Millisecond):
+	}
+}
+
+func write(t *testing.T, p, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newSite(t *testing.T) string {
+	t.Helper()
+	site := filepath.Join(t.TempDir(), "site")
+	write(t, filepath.Join(site, "site.toml"), "[site]\nname = \"a\"\n")
+	write(t, filepath.Join(site, "hosts", "a.toml"), "mac = \"52:54:00:00:00:01\"\n")
+	return site
+}
+
+func TestEditorAtomicSave(t *testing.T) {
+	site := newSite(t)
+	h := start(t, site)
+	a := filepath.Join(site, "hosts", "a.toml")
+	// What vim does with backupcopy=no: probe, rename the original aside, write anew, drop the
+	// backup; plus its swap file, which comes and goes.
+	write(t, filepath.Join(site, "hosts", ".a.toml.swp"), "swap")
+	write(t, filepath.Join(site, "hosts", "4913"), "")
+	must(t, os.Remove(filepath.Join(site, "hosts", "4913")))
+	must(t, os.Rename(a, a+"~"))
+	write(t, a, "mac = \"52:54:00:00:00:02\"\n")
+	must(t, os.Remove(a+"~"))
+	must(t, os.Remove(filepath.Join(site, "hosts", ".a.toml.swp")))
+	h.expect(1, "vim-style save")
+}
+
+func TestNoChangeNoReload(t *testing.T) {
+	site := newSite(t)
+	h := start(t, site)
+	a := filepath.Join(site, "hosts", "a.toml")
+	b, _ := os.ReadFile(a)
+	write(t, a, string(b)) // same bytes
+	now := time.Now()
+	must(t, os.Chtimes(a, now, now))
+	write(t, filepath.Join(site, ".git", "index.lock"), "x")
+	h.expect(0, "rewriting a file with the same content")
+}
+
+func TestGitCheckout(t *testing.T) {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git is not installed")
+	}
+	site := newSite(t)
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command(git, args...)
+		cmd.Dir = site
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	run("init", "-q", "-b", "main")
+	run("add", ".")
+	run("commit", "-qm", "one host")
+	run("checkout", "-qb", "more")
+	for _, n := range []string{"b", "c", "d"} {
+		write(t, filepath.Join(site, "hosts", n+".toml"), "mac = \"52:54:00:00:00:0"+n+"\"\n")
+	}
+	must(t, os.Remove(filepath.Join(site, "hosts", "a.toml")))
+	run("add", "-A")
+	run("commit", "-qm", "three hosts")
+	run("checkout", "-q", "main")
+	h := start(t, site)
+	run("checkout", "-q", "more")
+	h.expect(1, "git checkout of another branch")
+	run("checkout", "-q", "main")
+	h.expect(1, "git checkout back")
+}
+
+// TestDataSymlinkSwap follows the layout Kubernetes gives a projected volume: the visible
+// entries are symlinks through ..data, which is swapped atomically to a new directory.
+func TestDataSymlinkSwap(t *testing.T) {
+	site := filepath.Join(t.TempDir(), "site")
+	v1 := filepath.Join(site, "..v1")
+	write(t, filepath.Join(v1, "site.toml"), "[site]\nname = \"a\"\n")
+	write(t, filepath.Join(v1, "hosts", "a.toml"), "one")
+	must(t, os.Symlink("..v1", filepath.Join(site, "..data")))
+	must(t, os.Symlink("..data/site.toml", filepath.Join(site, "site.toml")))
+	must(t, os.Symlink("..data/hosts", filepath.Join(site, "hosts")))
+	h := start(t, site)
+
+	v2 := filepath.Join(site, "..v2")
+	write(t, filepath.Join(v2, "site.toml"), "[site]\nname = \"a\"\n")
+	write(t, filepath.Join(v2, "hosts", "a.toml"), "two")
+	must(t, os.Symlink("..v2", filepath.Join(site, "..data_tmp")))
+	must(t, os.Rename(filepath.Join(site, "..data_tmp"), filepath.Join(site, "..data")))
+	must(t, os.RemoveAll(v1))
+	h.expect(1, "..data swap")
+
+	// The new target is watched: an edit inside it is seen.
+	write(t, filepath.Join(v2, "hosts", "b.toml"), "three")
+	h.expect(1, "edit after the swap")
+}
+
+func TestDirectoryRecreated(t *testing.T) {
+	site := newSite(t)
+	h := start(t, site)
+	must(t, os.RemoveAll(site))
+	write(t, filepath.Join(site, "site.toml"), "[site]\nname = \"b\"\n")
+	write(t, filepath.Join(site, "hosts", "a.toml"), "mac = \"52:54:00:00:00:09\"\n")
+	h.expect(1, "directory removed and created again")
+	write(t, filepath.Join(site, "hosts", "b.toml"), "x")
+	h.expect(1, "edit in the new directory")
+}
+
+func TestTriggerForcesReload(t *testing.T) {
+	site := newSite(t)
+	h := start(t, site)
+	h.w.Trigger("SIGHUP")
+	h.expect(1, "forced reload")
+}
+
+func TestBurstIsOneReload(t *testing.T) {
+	site := newSite(t)
+	h := start(t, site)
+	for i := range 50 {
+		write(t, filepath.Join(site, "hosts", "h"+string(rune('a'+i%26))+".toml"), time.Now().String())
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.expect(1, "50 writes in a row")
+}

@@ -252,7 +252,7 @@ func (s *Store) addContainer(ctx context.Context, name string, img v1.Image, idx
 	if img != nil {
 		var p string
 		p, err = s.putImage(ctx, repo, e, img)
-		if p != "" {
+		if keepPlatform(p) {
 			platforms = append(platforms, p)
 		}
 	} else {
@@ -302,7 +302,7 @@ func (s *Store) putIndex(ctx context.Context, repo distribution.Repository, e *e
 			if desc.Platform != nil {
 				p = desc.Platform.String()
 			}
-			if p != "" && p != "unknown/unknown" {
+			if keepPlatform(p) {
 				platforms = append(platforms, p)
 			}
 		default:
@@ -322,6 +322,10 @@ func (s *Store) putIndex(ctx context.Context, repo distribution.Repository, e *e
 	}
 	return platforms, nil
 }
+
+// keepPlatform says whether a platform is worth listing: attestation manifests in indexes
+// carry unknown/unknown.
+func keepPlatform(p string) bool { return p != "" && p != "unknown/unknown" }
 
 // putImage writes an image's config and layers, then its manifest, and returns its platform.
 func (s *Store) putImage(ctx context.Context, repo distribution.Repository, e *entry, img v1.Image) (string, error) {

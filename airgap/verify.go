@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 )
@@ -175,10 +176,13 @@ func readLink(path string) (digest.Digest, error) {
 
 // walk state for one artifact
 type artifactWalk struct {
-	a     Artifact
-	name  string
-	repo  string
-	blobs map[digest.Digest]int64
+	a         Artifact
+	name      string
+	repo      string
+	blobs     map[digest.Digest]int64
+	platforms []string
+	mediaType string // of the top manifest, as it says itself
+	artType   string
 }
 
 func (w *artifactWalk) problem(d digest.Digest, format string, args ...any) Problem {
@@ -198,7 +202,7 @@ func (v *verifier) checkArtifact(a Artifact) {
 			v.add(w.problem(a.Digest, "tag %q in repository %s points at %s, bundle.json says %s", a.Tag, a.Repository, got, a.Digest))
 		}
 	}
-	v.walkManifest(w, repoDir, a.Digest, -1, 0)
+	_ = v.walkManifest(w, repoDir, a.Digest, -1, 0)
 	var size int64
 	for _, n := range w.blobs {
 		size += n
@@ -206,12 +210,46 @@ func (v *verifier) checkArtifact(a Artifact) {
 	if size != a.Size {
 		v.add(w.problem(a.Digest, "references %d bytes of blobs, bundle.json says %d", size, a.Size))
 	}
+	sort.Strings(w.platforms)
+	if got, want := strings.Join(w.platforms, ","), strings.Join(a.Platforms, ","); got != want {
+		v.add(w.problem(a.Digest, "manifests give platforms [%s], bundle.json says [%s]", got, want))
+	}
+	if w.mediaType != "" && w.mediaType != a.MediaType {
+		v.add(w.problem(a.Digest, "manifest has media type %q, bundle.json says %q", w.mediaType, a.MediaType))
+	}
+	if w.artType != a.ArtifactType {
+		v.add(w.problem(a.Digest, "manifest has artifact type %q, bundle.json says %q", w.artType, a.ArtifactType))
+	}
+	if msg := checkName(a); msg != "" {
+		v.add(w.problem(a.Digest, "%s", msg))
+	}
+}
+
+// checkName says what is wrong when an artifact's name, kind, repository and tag disagree.
+func checkName(a Artifact) string {
+	if a.Kind == KindImage {
+		repo, tag, _, err := parseImageName(a.Name)
+		if err != nil || repo != a.Repository || (tag != a.Tag && a.Tag != "") {
+			return fmt.Sprintf("image name %q does not give repository %s and tag %q", a.Name, a.Repository, a.Tag)
+		}
+		return ""
+	}
+	prefix, ok := map[Kind]string{KindOS: "os/", KindNetboot: "netboot/", KindFile: "files/"}[a.Kind]
+	if !ok {
+		return fmt.Sprintf("kind %q is not one of image, os, netboot, file", a.Kind)
+	}
+	if a.Repository != prefix+a.Name {
+		return fmt.Sprintf("a %s artifact named %q belongs in repository %s%s, not %s", a.Kind, a.Name, prefix, a.Name, a.Repository)
+	}
+	return ""
 }
 
 type manifestDoc struct {
-	Config    *descriptorDoc  `json:"config"`
-	Layers    []descriptorDoc `json:"layers"`
-	Manifests []descriptorDoc `json:"manifests"`
+	MediaType    string          `json:"mediaType"`
+	ArtifactType string          `json:"artifactType"`
+	Config       *descriptorDoc  `json:"config"`
+	Layers       []descriptorDoc `json:"layers"`
+	Manifests    []descriptorDoc `json:"manifests"`
 }
 
 type descriptorDoc struct {
@@ -219,12 +257,15 @@ type descriptorDoc struct {
 	Digest      digest.Digest     `json:"digest"`
 	Size        int64             `json:"size"`
 	Annotations map[string]string `json:"annotations"`
+	Platform    *v1.Platform      `json:"platform"`
 }
 
-func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Digest, size int64, depth int) {
+// walkManifest checks a manifest and everything below it, and returns the platform an image
+// manifest's config names.
+func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Digest, size int64, depth int) string {
 	if depth > 8 {
 		v.add(w.problem(d, "indexes nest deeper than 8 levels"))
-		return
+		return ""
 	}
 	link := v.v2(append(repoDir, "_manifests", "revisions", d.Algorithm().String(), d.Encoded(), "link")...)
 	if got, err := readLink(link); err != nil || got != d {
@@ -236,11 +277,11 @@ func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Dige
 		if size >= 0 {
 			v.use(w, d, size)
 		}
-		return
+		return ""
 	}
 	if got := digest.FromBytes(b); got != d {
 		// The blob re-hash reports this too; the content cannot be trusted, so stop here.
-		return
+		return ""
 	}
 	if size >= 0 && int64(len(b)) != size {
 		v.add(w.problem(d, "manifest is %d bytes, its parent says %d", len(b), size))
@@ -249,17 +290,31 @@ func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Dige
 	var m manifestDoc
 	if err := json.Unmarshal(b, &m); err != nil {
 		v.add(w.problem(d, "manifest does not parse: %v", err))
-		return
+		return ""
+	}
+	if depth == 0 {
+		w.mediaType, w.artType = m.MediaType, m.ArtifactType
 	}
 	for _, c := range m.Manifests {
 		if err := c.Digest.Validate(); err != nil {
 			v.add(w.problem(d, "index lists an invalid digest %q", c.Digest))
 			continue
 		}
-		v.walkManifest(w, repoDir, c.Digest, c.Size, depth+1)
+		p := v.walkManifest(w, repoDir, c.Digest, c.Size, depth+1)
+		if c.Platform != nil {
+			p = c.Platform.String()
+		}
+		if keepPlatform(p) && !strings.Contains(c.MediaType, "index") && !strings.Contains(c.MediaType, "list") {
+			w.platforms = append(w.platforms, p)
+		}
 	}
+	var platform string
 	if m.Config != nil {
 		v.checkBlob(w, repoDir, *m.Config)
+		platform = v.configPlatform(m.Config.Digest)
+		if depth == 0 && keepPlatform(platform) {
+			w.platforms = append(w.platforms, platform)
+		}
 	}
 	for _, l := range m.Layers {
 		v.checkBlob(w, repoDir, l)
@@ -267,6 +322,27 @@ func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Dige
 	if depth == 0 && w.a.OS != nil {
 		v.checkOS(w, d, m)
 	}
+	return platform
+}
+
+// configPlatform reads the platform an image config names, if the config is intact.
+func (v *verifier) configPlatform(d digest.Digest) string {
+	if d.Validate() != nil {
+		return ""
+	}
+	b, err := os.ReadFile(v.v2(blobData(d)...))
+	if err != nil || digest.FromBytes(b) != d {
+		return ""
+	}
+	var cf struct {
+		OS           string `json:"os"`
+		Architecture string `json:"architecture"`
+		Variant      string `json:"variant"`
+	}
+	if json.Unmarshal(b, &cf) != nil {
+		return ""
+	}
+	return (&v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}).String()
 }
 
 // checkOS compares an OS image's record in bundle.json with what its manifest says, which is

@@ -25,6 +25,27 @@ func layerOf(t *testing.T, f *fixture, name string) string {
 	return m.Layers[0].Digest.String()
 }
 
+// editIndex changes the artifact in repo in bundle.json without signing it again.
+func editIndex(edit func(*airgap.Artifact), repo string) func(*testing.T, string) {
+	return func(t *testing.T, dir string) {
+		ix, _, err := airgap.ReadIndex(dir)
+		must(t, err)
+		found := false
+		for i := range ix.Artifacts {
+			if ix.Artifacts[i].Repository == repo {
+				edit(&ix.Artifacts[i])
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("no artifact in %s", repo)
+		}
+		b, err := ix.Marshal()
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(dir, airgap.IndexFile), b, 0o644))
+	}
+}
+
 func TestVerify(t *testing.T) {
 	f := newFixture(t)
 	priv, pub := newKey(t)
@@ -68,6 +89,26 @@ func TestVerify(t *testing.T) {
 				must(t, os.WriteFile(p, b, 0o644))
 			},
 			want: []string{"bundle.json", "signature", "registry.example.com/team/app:1.1", `tag "1.1" is missing`},
+		},
+		{
+			name:   "bundle.json edited: kind",
+			tamper: editIndex(func(a *airgap.Artifact) { a.Kind = airgap.KindFile }, "netboot/debian-12/vmlinuz"),
+			want:   []string{"bundle.json", "signature", "netboot/debian-12/vmlinuz:6.1", "belongs in repository files/debian-12/vmlinuz"},
+		},
+		{
+			name:   "bundle.json edited: platforms",
+			tamper: editIndex(func(a *airgap.Artifact) { a.Platforms = []string{"linux/amd64"} }, "registry.example.com/team/app"),
+			want:   []string{"signature", "registry.example.com/team/app:1.0", "platforms [linux/arm64/v8], bundle.json says [linux/amd64]"},
+		},
+		{
+			name:   "bundle.json edited: size",
+			tamper: editIndex(func(a *airgap.Artifact) { a.Size-- }, "docker.io/library/busybox"),
+			want:   []string{"signature", "docker.io/library/busybox:1.36", "bundle.json says"},
+		},
+		{
+			name:   "bundle.json edited: media type",
+			tamper: editIndex(func(a *airgap.Artifact) { a.MediaType = "application/vnd.oci.image.index.v1+json" }, "docker.io/library/busybox"),
+			want:   []string{"signature", "docker.io/library/busybox:1.36", `manifest has media type "application/vnd.docker.distribution.manifest.list.v2+json"`},
 		},
 		{
 			name: "bundle.sig removed",

@@ -110,7 +110,7 @@ func TestBundleVerify(t *testing.T) {
 				}
 			},
 			want: exitFailed,
-			says: []string{"bundle.json", "signature"},
+			says: []string{"bundle.json", "signature", "netboot/debian/vmlinuz:latest sha256:", "belongs in repository files/debian/vmlinuz"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package airgap_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -232,23 +233,43 @@ func TestNewRegistryRejects(t *testing.T) {
 	}
 }
 
-// readOnlyMount bind-mounts dir read-only at a new directory and returns it.
-func readOnlyMount(t *testing.T, dir string) string {
+// readOnlyMount mounts dir read-only at a new directory and returns it: as a read-only bind
+// mount, or packed into a squashfs image and loop-mounted, the way the appliance boots.
+func readOnlyMount(t *testing.T, dir, kind string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("serving from a read-only mount needs root (for mount --bind); run the tests as root, e.g. sudo go test ./airgap/")
+		t.Skip("serving from a read-only mount needs root (for mount); run the tests as root, e.g. sudo go test ./airgap/")
 	}
 	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "--bind", dir, mnt).CombinedOutput(); err != nil {
-		t.Skipf("mount --bind is not available here: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
+	var mount [][]string
+	switch kind {
+	case "bind":
+		mount = [][]string{{"mount", "--bind", dir, mnt}, {"mount", "-o", "remount,bind,ro", mnt}}
+	case "squashfs":
+		if _, err := exec.LookPath("mksquashfs"); err != nil {
+			t.Skip("mksquashfs is not installed; apt-get install squashfs-tools")
 		}
-	})
-	if out, err := exec.Command("mount", "-o", "remount,bind,ro", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("remounting %s read-only: %v: %s", mnt, err, out)
+		img := filepath.Join(t.TempDir(), "store.sqfs")
+		if out, err := exec.Command("mksquashfs", dir, img, "-noappend", "-quiet", "-no-progress").CombinedOutput(); err != nil {
+			t.Fatalf("mksquashfs: %v: %s", err, out)
+		}
+		mount = [][]string{{"mount", "-t", "squashfs", "-o", "loop,ro", img, mnt}}
+	}
+	for i, args := range mount {
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil && i == 0 {
+			t.Skipf("%s is not available here: %v: %s", strings.Join(args, " "), err, out)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		if i == 0 {
+			t.Cleanup(func() {
+				if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+					t.Errorf("umount %s: %v: %s", mnt, err, out)
+				}
+			})
+		}
 	}
 	if err := os.WriteFile(filepath.Join(mnt, "probe"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("writing into the read-only mount = %v, want EROFS", err)
@@ -263,7 +284,13 @@ func TestReadOnlyMediumTwoClients(t *testing.T) {
 	priv, pub := newKey(t)
 	dir := t.TempDir()
 	ix := writeStore(t, f, dir, priv, nil)
-	mnt := readOnlyMount(t, dir)
+	for _, kind := range []string{"bind", "squashfs"} {
+		t.Run(kind, func(t *testing.T) { pullFromMedium(t, dir, kind, ix, pub) })
+	}
+}
+
+func pullFromMedium(t *testing.T, dir, kind string, ix *airgap.Index, pub ed25519.PublicKey) {
+	mnt := readOnlyMount(t, dir, kind)
 
 	if _, err := airgap.Verify(context.Background(), mnt, pub); err != nil {
 		t.Fatalf("Verify on the read-only mount: %v", err)

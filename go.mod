@@ -18,7 +18,10 @@ require (
 	golang.org/x/sync v0.24.0
 )
 
-require github.com/fsnotify/fsnotify v1.9.0 // indirect
+require (
+	github.com/fsnotify/fsnotify v1.9.0 // indirect
+	go.etcd.io/bbolt v1.5.0 // indirect
+)
 
 require (
 	github.com/VividCortex/ewma v1.2.0 // indirect

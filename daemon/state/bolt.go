@@ -1,0 +1,261 @@
+package state
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the layout of the state file this cairn writes. Opening an older file
+// migrates it; opening a newer one is refused.
+const SchemaVersion = 1
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketHosts  = []byte("hosts")
+	bucketEvents = []byte("events")
+	keySchema    = []byte("schema")
+	keyGen       = []byte("generation")
+)
+
+// migrations[i] takes a file from schema i to i+1, inside one transaction.
+var migrations = []func(*bolt.Tx) error{
+	0: func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketHosts, bucketEvents} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+}
+
+// Options tune a bbolt store.
+type Options struct {
+	ReadOnly  bool          // open for reading only (cairn site plan --state); another process may hold it
+	Retention int           // events kept; 0 means DefaultRetention
+	Timeout   time.Duration // how long to wait for another process's lock; 0 means 2s
+}
+
+// Bolt is a Store in one bbolt file.
+type Bolt struct {
+	db        *bolt.DB
+	retention int
+	readOnly  bool
+	hub       hub
+}
+
+// Open opens (or creates) the state file at path and migrates it to SchemaVersion.
+func Open(path string, o Options) (*Bolt, error) {
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: o.ReadOnly})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("opening state %s: another process holds it (is cairn daemon running? use its API instead)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening state %s: %w", path, err)
+	}
+	s := &Bolt{db: db, retention: o.Retention, readOnly: o.ReadOnly}
+	if s.retention <= 0 {
+		s.retention = DefaultRetention
+	}
+	if err := s.migrate(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("opening state %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Bolt) migrate() error {
+	version := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if m := tx.Bucket(bucketMeta); m != nil {
+			if v := m.Get(keySchema); len(v) == 8 {
+				version = int(binary.BigEndian.Uint64(v)) //nolint:gosec // written by us, small
+			}
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return err
+	case version > SchemaVersion:
+		return fmt.Errorf("the file has schema %d, this cairn knows %d: upgrade cairn, or restore a state file it wrote", version, SchemaVersion)
+	case version == SchemaVersion:
+		return nil
+	case s.readOnly:
+		return fmt.Errorf("the file has schema %d and needs migrating to %d, which a read-only open cannot do", version, SchemaVersion)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for v := version; v < SchemaVersion; v++ {
+			if err := migrations[v](tx); err != nil {
+				return fmt.Errorf("migrating schema %d to %d: %w", v, v+1, err)
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, SchemaVersion))
+	})
+}
+
+// View implements Store.
+func (s *Bolt) View(ctx context.Context, fn func(Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&boltTx{tx: tx, retention: s.retention}) })
+}
+
+// Update implements Store.
+func (s *Bolt) Update(ctx context.Context, fn func(Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	t := &boltTx{retention: s.retention, writable: true}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		t.tx = tx
+		return fn(t)
+	})
+	if err == nil {
+		s.hub.publish(t.rec.change())
+	}
+	return err
+}
+
+// Subscribe implements Store.
+func (s *Bolt) Subscribe() (<-chan Change, func()) { return s.hub.subscribe() }
+
+// Close implements Store.
+func (s *Bolt) Close() error { return s.db.Close() }
+
+type boltTx struct {
+	tx        *bolt.Tx
+	retention int
+	writable  bool
+	rec       recorder
+}
+
+func (t *boltTx) Host(name string) (Host, bool, error) {
+	v := t.tx.Bucket(bucketHosts).Get([]byte(name))
+	if v == nil {
+		return Host{}, false, nil
+	}
+	var h Host
+	if err := json.Unmarshal(v, &h); err != nil {
+		return Host{}, false, fmt.Errorf("state: host %s: %w", name, err)
+	}
+	return h, true, nil
+}
+
+func (t *boltTx) Hosts() ([]Host, error) {
+	var hosts []Host
+	err := t.tx.Bucket(bucketHosts).ForEach(func(k, v []byte) error {
+		var h Host
+		if err := json.Unmarshal(v, &h); err != nil {
+			return fmt.Errorf("state: host %s: %w", k, err)
+		}
+		hosts = append(hosts, h)
+		return nil
+	})
+	return hosts, err // bbolt iterates in key order: sorted by name
+}
+
+func (t *boltTx) PutHost(h Host) error {
+	if !t.writable {
+		return ErrReadOnly
+	}
+	if h.Name == "" {
+		return errors.New("state: a host needs a name")
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	t.rec.host(h.Name)
+	return t.tx.Bucket(bucketHosts).Put([]byte(h.Name), b)
+}
+
+func (t *boltTx) DeleteHost(name string) error {
+	if !t.writable {
+		return ErrReadOnly
+	}
+	t.rec.host(name)
+	return t.tx.Bucket(bucketHosts).Delete([]byte(name))
+}
+
+func (t *boltTx) Generation() (Generation, error) {
+	var g Generation
+	v := t.tx.Bucket(bucketMeta).Get(keyGen)
+	if v == nil {
+		return g, nil
+	}
+	return g, json.Unmarshal(v, &g)
+}
+
+func (t *boltTx) SetGeneration(g Generation) error {
+	if !t.writable {
+		return ErrReadOnly
+	}
+	b, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	t.rec.ch.Generation = true
+	return t.tx.Bucket(bucketMeta).Put(keyGen, b)
+}
+
+func (t *boltTx) Append(e Event) error {
+	if !t.writable {
+		return ErrReadOnly
+	}
+	b := t.tx.Bucket(bucketEvents)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	e.Seq = seq
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := b.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
+		return err
+	}
+	t.rec.ch.Events = true
+	// Retention: drop what is older than the newest `retention` events.
+	if seq > uint64(t.retention) { //nolint:gosec // retention is positive
+		c := b.Cursor()
+		limit := seq - uint64(t.retention) //nolint:gosec // retention is positive
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= limit; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (t *boltTx) Events(after uint64, limit int) ([]Event, error) {
+	var out []Event
+	c := t.tx.Bucket(bucketEvents).Cursor()
+	for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
+		var e Event
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("state: event %d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

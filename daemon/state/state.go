@@ -1,0 +1,173 @@
+// Package state is what the daemon remembers between restarts: every host with its lifecycle
+// phase, hashed tokens, the site generations last applied and last attempted, and an
+// append-only event log with retention. Every change is one transaction, so a daemon killed at
+// any point restarts into a consistent state. Subscribers (the PXE layer, the agent API, the
+// status API) learn what changed from Subscribe, not by polling.
+//
+// Two stores implement it: Open (one bbolt file, schema-versioned with migrations) and
+// NewMemory (for tests and dry runs). One conformance suite runs against both.
+package state
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Phase is where a host is in its life.
+type Phase string
+
+// The phases of a host.
+const (
+	Discovered   Phase = "discovered"   // PXE-booted but not in the site: it reported its inventory
+	Pending      Phase = "pending"      // in the site, waiting to be provisioned
+	Provisioning Phase = "provisioning" // the netboot agent is writing its disk
+	Provisioned  Phase = "provisioned"  // the disk is written; it boots from it
+	Deploying    Phase = "deploying"    // its containers are being converged
+	Ready        Phase = "ready"        // running what the site says
+	Failed       Phase = "failed"       // stopped with a Reason
+)
+
+// Phases lists every phase in life order.
+var Phases = []Phase{Discovered, Pending, Provisioning, Provisioned, Deploying, Ready, Failed}
+
+// Host is what the daemon knows of one machine.
+type Host struct {
+	Name      string `json:"name"`
+	MAC       string `json:"mac"`
+	IP        string `json:"ip,omitempty"`
+	Phase     Phase  `json:"phase"`
+	Reason    string `json:"reason,omitempty"`   // why it failed
+	Progress  int    `json:"progress,omitempty"` // percent, while provisioning
+	Provision int    `json:"provision"`          // the site's provisioning counter last acted on
+
+	SpecHash             string `json:"spec_hash,omitempty"`       // the host's desired spec last applied
+	ContainersHash       string `json:"containers_hash,omitempty"` // its desired containers last applied
+	ContainersGeneration int64  `json:"containers_generation,omitempty"`
+
+	ProvisionTokenHash string `json:"provision_token_hash,omitempty"` // one-time, for the netboot agent
+	HostTokenHash      string `json:"host_token_hash,omitempty"`      // for the host agent
+
+	Updated time.Time `json:"updated"`
+}
+
+// Generation records site loads: the last one attempted and the last one applied in full.
+type Generation struct {
+	Attempted            int64     `json:"attempted"`
+	AttemptedFingerprint string    `json:"attempted_fingerprint,omitempty"`
+	AttemptedAt          time.Time `json:"attempted_at,omitzero"`
+	Error                string    `json:"error,omitempty"` // why the last attempt was not applied
+
+	Applied            int64     `json:"applied"`
+	AppliedFingerprint string    `json:"applied_fingerprint,omitempty"`
+	AppliedAt          time.Time `json:"applied_at,omitzero"`
+}
+
+// Event is one line of the event log.
+type Event struct {
+	Seq     uint64    `json:"seq"` // assigned by Append, increasing
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host,omitempty"`
+	Kind    string    `json:"kind"` // e.g. site.applied, host.phase, host.failed
+	Message string    `json:"message"`
+}
+
+// Tx is one transaction. Reads see the transaction's own writes.
+type Tx interface {
+	Host(name string) (Host, bool, error)
+	Hosts() ([]Host, error) // sorted by name
+	PutHost(h Host) error
+	DeleteHost(name string) error
+	Generation() (Generation, error)
+	SetGeneration(g Generation) error
+	// Append adds an event, setting its Seq (and its Time when zero). The oldest events beyond
+	// the store's retention are dropped.
+	Append(e Event) error
+	// Events returns up to limit events with Seq > after, oldest first.
+	Events(after uint64, limit int) ([]Event, error)
+}
+
+// Store keeps the state.
+type Store interface {
+	// View runs fn in a read-only transaction.
+	View(ctx context.Context, fn func(Tx) error) error
+	// Update runs fn in a read-write transaction: everything it wrote is kept if it returns
+	// nil, nothing otherwise.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// Subscribe delivers what each committed transaction changed, until cancel is called.
+	// A subscriber that falls behind gets the changes merged, never lost.
+	Subscribe() (changes <-chan Change, cancel func())
+	Close() error
+}
+
+// Change says what a committed transaction touched.
+type Change struct {
+	Hosts      []string // hosts written or deleted, sorted
+	Generation bool
+	Events     bool
+}
+
+func (c Change) empty() bool { return len(c.Hosts) == 0 && !c.Generation && !c.Events }
+
+func (c Change) merge(o Change) Change {
+	hosts := append(slices.Clone(c.Hosts), o.Hosts...)
+	slices.Sort(hosts)
+	return Change{Hosts: slices.Compact(hosts), Generation: c.Generation || o.Generation, Events: c.Events || o.Events}
+}
+
+// ErrReadOnly is returned by Update in a read-only transaction or store.
+var ErrReadOnly = errors.New("state: read-only")
+
+// DefaultRetention is how many events a store keeps.
+const DefaultRetention = 10000
+
+// hub fans committed changes out to subscribers, merging for slow ones.
+type hub struct {
+	mu   sync.Mutex
+	subs map[chan Change]struct{}
+}
+
+func (h *hub) subscribe() (<-chan Change, func()) {
+	c := make(chan Change, 1)
+	h.mu.Lock()
+	if h.subs == nil {
+		h.subs = map[chan Change]struct{}{}
+	}
+	h.subs[c] = struct{}{}
+	h.mu.Unlock()
+	return c, func() {
+		h.mu.Lock()
+		delete(h.subs, c)
+		h.mu.Unlock()
+	}
+}
+
+func (h *hub) publish(ch Change) {
+	if ch.empty() {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.subs {
+		select {
+		case c <- ch:
+		default:
+			// Full: fold the pending change into this one.
+			select {
+			case old := <-c:
+				c <- old.merge(ch)
+			default:
+				c <- ch
+			}
+		}
+	}
+}
+
+// recorder notes what a transaction touches, for subscribers.
+type recorder struct{ ch Change }
+
+func (r *recorder) host(name string) { r.ch.Hosts = append(r.ch.Hosts, name) }
+
+func (r *recorder) change() Change { return Change{}.merge(r.ch) }

@@ -1,0 +1,202 @@
+package state
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// stores opens one of each implementation, so that every test runs against both.
+func stores(t *testing.T, retention int) map[string]Store {
+	t.Helper()
+	b, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{Retention: retention})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return map[string]Store{"bolt": b, "memory": NewMemory(retention)}
+}
+
+func forEach(t *testing.T, retention int, fn func(t *testing.T, s Store)) {
+	for name, s := range stores(t, retention) {
+		t.Run(name, func(t *testing.T) { fn(t, s) })
+	}
+}
+
+var ctx = context.Background()
+
+func TestHostsRoundTrip(t *testing.T) {
+	forEach(t, 0, func(t *testing.T, s Store) {
+		now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		err := s.Update(ctx, func(tx Tx) error {
+			for _, n := range []string{"web-2", "db-1", "web-1"} {
+				if err := tx.PutHost(Host{Name: n, MAC: "52:54:00:00:00:01", Phase: Pending, Updated: now}); err != nil {
+					return err
+				}
+			}
+			// Reads inside a transaction see its writes.
+			if _, ok, _ := tx.Host("db-1"); !ok {
+				return errors.New("a write is not visible in its own transaction")
+			}
+			return tx.DeleteHost("web-2")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.View(ctx, func(tx Tx) error {
+			hosts, err := tx.Hosts()
+			if err != nil {
+				return err
+			}
+			if len(hosts) != 2 || hosts[0].Name != "db-1" || hosts[1].Name != "web-1" {
+				return fmt.Errorf("Hosts() = %+v, want db-1 and web-1 in order", hosts)
+			}
+			h, ok, err := tx.Host("web-1")
+			if err != nil || !ok || h.Phase != Pending || !h.Updated.Equal(now) {
+				return fmt.Errorf("Host(web-1) = %+v, %v, %v", h, ok, err)
+			}
+			if err := tx.PutHost(Host{Name: "x"}); !errors.Is(err, ErrReadOnly) {
+				return fmt.Errorf("PutHost in View = %v, want ErrReadOnly", err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+func TestUpdateIsAllOrNothing(t *testing.T) {
+	forEach(t, 0, func(t *testing.T, s Store) {
+		boom := errors.New("boom")
+		err := s.Update(ctx, func(tx Tx) error {
+			_ = tx.PutHost(Host{Name: "a", Phase: Pending})
+			_ = tx.SetGeneration(Generation{Applied: 7})
+			_ = tx.Append(Event{Kind: "x", Message: "y"})
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("Update() = %v", err)
+		}
+		_ = s.View(ctx, func(tx Tx) error {
+			hosts, _ := tx.Hosts()
+			g, _ := tx.Generation()
+			evs, _ := tx.Events(0, 0)
+			if len(hosts) != 0 || g.Applied != 0 || len(evs) != 0 {
+				t.Errorf("a failed transaction left hosts %v, generation %+v, events %v", hosts, g, evs)
+			}
+			return nil
+		})
+	})
+}
+
+func TestEventsAndRetention(t *testing.T) {
+	forEach(t, 5, func(t *testing.T, s Store) {
+		for i := range 12 {
+			if err := s.Update(ctx, func(tx Tx) error { return tx.Append(Event{Kind: "k", Message: fmt.Sprint(i)}) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = s.View(ctx, func(tx Tx) error {
+			all, _ := tx.Events(0, 0)
+			if len(all) != 5 || all[0].Seq != 8 || all[4].Seq != 12 || all[4].Message != "11" || all[0].Time.IsZero() {
+				t.Errorf("events kept = %+v, want seq 8..12", all)
+			}
+			page, _ := tx.Events(9, 2)
+			if len(page) != 2 || page[0].Seq != 10 || page[1].Seq != 11 {
+				t.Errorf("Events(9, 2) = %+v, want seq 10 and 11", page)
+			}
+			return nil
+		})
+	})
+}
+
+func TestSubscribeMergesForSlowReaders(t *testing.T) {
+	forEach(t, 0, func(t *testing.T, s Store) {
+		changes, cancel := s.Subscribe()
+		defer cancel()
+		for _, n := range []string{"b", "a", "c"} {
+			if err := s.Update(ctx, func(tx Tx) error { return tx.PutHost(Host{Name: n}) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = s.Update(ctx, func(tx Tx) error { return tx.SetGeneration(Generation{Attempted: 1}) })
+		select {
+		case c := <-changes:
+			if strings.Join(c.Hosts, ",") != "a,b,c" || !c.Generation {
+				t.Errorf("merged change = %+v, want hosts a,b,c and the generation", c)
+			}
+		case <-time.After(time.Second):
+			t.Fatal("no change delivered")
+		}
+		select {
+		case c := <-changes:
+			t.Errorf("an extra change %+v after the merged one", c)
+		default:
+		}
+	})
+}
+
+func TestSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Update(ctx, func(tx Tx) error { return tx.PutHost(Host{Name: "kept"}) })
+	_ = s.Close()
+
+	// A file from a newer cairn is refused, and left as it is.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, SchemaVersion+1))
+	})
+	_ = db.Close()
+	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "upgrade cairn") {
+		t.Errorf("Open(newer schema) = %v, want a refusal", err)
+	}
+
+	// A file without a schema (version 0) is migrated, keeping what it holds.
+	db, _ = bolt.Open(path, 0o600, nil)
+	_ = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keySchema) })
+	_ = db.Close()
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open(schema 0) = %v", err)
+	}
+	defer s.Close()
+	_ = s.View(ctx, func(tx Tx) error {
+		if _, ok, _ := tx.Host("kept"); !ok {
+			t.Error("migration lost a host")
+		}
+		return nil
+	})
+}
+
+func TestReadOnlyOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Update(ctx, func(tx Tx) error { return tx.PutHost(Host{Name: "a"}) })
+	_ = s.Close()
+	ro, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if err := ro.Update(ctx, func(Tx) error { return nil }); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("Update on a read-only store = %v, want ErrReadOnly", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // SchemaVersion is the layout of the state file this cairn writes. Opening an older file
@@ -57,7 +58,7 @@ func Open(path string, o Options) (*Bolt, error) {
 		timeout = 2 * time.Second
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: o.ReadOnly})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening state %s: another process holds it (is cairn daemon running? use its API instead)", path)
 	}
 	if err != nil {

@@ -60,10 +60,10 @@ func TestHostsRoundTrip(t *testing.T) {
 			}
 			h, ok, err := tx.Host("web-1")
 			if err != nil || !ok || h.Phase != Pending || !h.Updated.Equal(now) {
-				return fmt.Errorf("Host(web-1) = %+v, %v, %v", h, ok, err)
+				return fmt.Errorf("Host(web-1) = %+v, %v, %w", h, ok, err)
 			}
 			if err := tx.PutHost(Host{Name: "x"}); !errors.Is(err, ErrReadOnly) {
-				return fmt.Errorf("PutHost in View = %v, want ErrReadOnly", err)
+				return fmt.Errorf("PutHost in View = %w, want ErrReadOnly", err)
 			}
 			return nil
 		})

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -430,32 +431,44 @@ func BenchmarkTimeToFirstPull(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var inPlace, copied time.Duration
+	// Each iteration takes several samples and the medians are reported: a single slow
+	// sample on a shared machine says more about the neighbours than about either way.
+	const samples = 5
+	var inPlace, copied []time.Duration
 	b.ResetTimer()
 	for range b.N {
-		// Fresh: nothing of the store in the page cache, as after booting from the medium.
-		if err := evict(files); err != nil {
-			b.Fatal(err)
+		for range samples {
+			// Fresh: nothing of the store in the page cache, as after booting from the medium.
+			if err := evict(files); err != nil {
+				b.Fatal(err)
+			}
+			d, err := first(dir, false)
+			if err != nil {
+				b.Fatalf("serving in place: %v", err)
+			}
+			inPlace = append(inPlace, d)
+			if err := evict(files); err != nil {
+				b.Fatal(err)
+			}
+			d, err = first(dir, true)
+			if err != nil {
+				b.Fatalf("copying, then serving: %v", err)
+			}
+			copied = append(copied, d)
 		}
-		d, err := first(dir, false)
-		if err != nil {
-			b.Fatalf("serving in place: %v", err)
-		}
-		inPlace += d
-		if err := evict(files); err != nil {
-			b.Fatal(err)
-		}
-		d, err = first(dir, true)
-		if err != nil {
-			b.Fatalf("copying, then serving: %v", err)
-		}
-		copied += d
 	}
 	b.StopTimer()
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
-	b.ReportMetric(ms(inPlace), "in-place-ms")
-	b.ReportMetric(ms(copied), "copy-then-serve-ms")
-	b.ReportMetric(float64(copied)/float64(inPlace), "x-faster")
-	b.Logf("time to first pull (2 MiB image, store of 258 MiB, cold cache): in place %.1f ms, copy-then-serve %.1f ms: %.0fx faster (goal >= 10x)",
-		ms(inPlace), ms(copied), float64(copied)/float64(inPlace))
+	in, cp := median(inPlace), median(copied)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(in), "in-place-ms")
+	b.ReportMetric(ms(cp), "copy-then-serve-ms")
+	b.ReportMetric(float64(cp)/float64(in), "x-faster")
+	b.Logf("time to first pull (2 MiB image, store of 258 MiB, cold cache), median of %d: in place %.1f ms, copy-then-serve %.1f ms: %.0fx faster (goal >= 10x)",
+		len(inPlace), ms(in), ms(cp), float64(cp)/float64(in))
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

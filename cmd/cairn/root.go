@@ -14,6 +14,8 @@ const (
 	exitOK     = 0
 	exitFailed = 1 // the command ran and the answer is "no" (invalid site, failed check), or it failed
 	exitUsage  = 2 // the command line itself is wrong
+
+	exitChanges = 2 // plan commands: there are changes (as terraform plan -detailed-exitcode)
 )
 
 // failure is an error from running a command, as opposed to an error in the command line.

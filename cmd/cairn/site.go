@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairn-appliance/cairn/daemon/plan"
+	"github.com/cairn-appliance/cairn/daemon/state"
 	"github.com/cairn-appliance/cairn/site"
 )
 
@@ -21,7 +23,7 @@ func newSiteCmd() *cobra.Command {
 		Args:  cobra.NoArgs, // an unknown sub-command is a usage error, not a request for help
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newSiteValidateCmd(), newSiteShowCmd(), newSiteSchemaCmd())
+	cmd.AddCommand(newSiteValidateCmd(), newSitePlanCmd(), newSiteShowCmd(), newSiteSchemaCmd())
 	return cmd
 }
 
@@ -209,5 +211,79 @@ kind (site.toml, hosts/*.toml, roles/*.toml), which is what editors such as tapl
 		}),
 	}
 	cmd.Flags().StringVar(&kind, "kind", kind, "all, site, host or role")
+	return cmd
+}
+
+func newSitePlanCmd() *cobra.Command {
+	var stateFile, format string
+	cmd := &cobra.Command{
+		Use:   "plan DIR",
+		Short: "Show what the daemon would change to make the hosts match the site",
+		Long: `Compares the site directory DIR with the state the daemon recorded (--state, the daemon's
+state file, opened read-only) and prints every change per host: + add, ~ change or new
+containers, -/+ re-provision (destructive: the disk is written again), - remove. A plan that
+removes more than half of the hosts, or every container, is refused unless the site sets
+allow_mass_removal = true.
+
+Without --state the plan is against an empty state: every host is new.
+
+Exit status: 0 no changes, 2 changes, 1 an invalid site, a refused plan or another error.`,
+		Example: `  cairn site plan ./site --state /var/lib/cairn/state.db`,
+		Args:    exactDir,
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			if format != "text" && format != "json" {
+				return &failure{code: exitUsage, err: fmt.Errorf("--format %q: expected text or json", format)}
+			}
+			s, err := site.Load(args[0])
+			if err != nil {
+				var problems site.Errors
+				if errors.As(err, &problems) {
+					for _, e := range problems {
+						q := *e
+						q.File = filepath.Join(args[0], filepath.FromSlash(e.File))
+						fmt.Fprintln(cmd.OutOrStdout(), q.Error())
+					}
+					return fmt.Errorf("site %s is invalid: %d problem(s)", args[0], len(problems))
+				}
+				return err
+			}
+			var recorded []state.Host
+			if stateFile != "" {
+				st, err := state.Open(stateFile, state.Options{ReadOnly: true})
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				if err := st.View(cmd.Context(), func(tx state.Tx) error {
+					recorded, err = tx.Hosts()
+					return err
+				}); err != nil {
+					return err
+				}
+			}
+			p, err := plan.Compute(s, recorded)
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				err = enc.Encode(p)
+			} else {
+				err = p.Print(cmd.OutOrStdout())
+			}
+			switch {
+			case err != nil:
+				return err
+			case p.Refused != "":
+				return &failure{code: exitFailed, err: errors.New("the plan is refused: " + p.Refused)}
+			case !p.Empty():
+				return &failure{code: exitChanges, err: errSilent}
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&stateFile, "state", "", "the daemon's state file (opened read-only)")
+	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
 	return cmd
 }

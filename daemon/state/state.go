@@ -10,6 +10,7 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"sync"
@@ -43,9 +44,11 @@ type Host struct {
 	Progress  int    `json:"progress,omitempty"` // percent, while provisioning
 	Provision int    `json:"provision"`          // the site's provisioning counter last acted on
 
-	SpecHash             string `json:"spec_hash,omitempty"`       // the host's desired spec last applied
-	ContainersHash       string `json:"containers_hash,omitempty"` // its desired containers last applied
-	ContainersGeneration int64  `json:"containers_generation,omitempty"`
+	// Spec and Containers are the host's desired spec and containers as last applied, as
+	// canonical JSON (see package daemon/plan): a plan diffs the site against them.
+	Spec                 json.RawMessage `json:"spec,omitempty"`
+	Containers           json.RawMessage `json:"containers,omitempty"`
+	ContainersGeneration int64           `json:"containers_generation,omitempty"`
 
 	ProvisionTokenHash string `json:"provision_token_hash,omitempty"` // one-time, for the netboot agent
 	HostTokenHash      string `json:"host_token_hash,omitempty"`      // for the host agent

@@ -1,0 +1,134 @@
+package plan
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cairn-appliance/cairn/daemon/state"
+	"github.com/cairn-appliance/cairn/site"
+)
+
+const siteTOML = `[site]
+name = "lab"
+%s
+[network]
+interface = "eth1"
+cidr = "10.0.0.0/24"
+appliance_ip = "10.0.0.1"
+dhcp = "proxy"
+[defaults]
+os = "debian-12"
+disk = "first-nonremovable"
+`
+
+// load writes a site of hosts (name -> extra TOML) with one role "web" and loads it.
+func load(t *testing.T, siteExtra, image string, hosts map[string]string) *site.Site {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		"site.toml":      fmt.Sprintf(siteTOML, siteExtra),
+		"roles/web.toml": fmt.Sprintf("[[container]]\nname = \"web\"\nimage = %q\nports = [\"80:80\"]\n", image),
+	}
+	for name, extra := range hosts {
+		files["hosts/"+name+".toml"] = fmt.Sprintf("mac = \"52:54:00:00:00:%02x\"\n%s\n", name[0]-'a'+1, extra)
+	}
+	for p, c := range files {
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := site.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// applied records s as if the daemon had applied all of it.
+func applied(t *testing.T, s *site.Site) []state.Host {
+	t.Helper()
+	d, err := Desire(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts []state.Host
+	for _, name := range sortedNames(d) {
+		h := d[name]
+		hosts = append(hosts, state.Host{Name: name, MAC: h.Host.MAC.String(), Phase: state.Ready, Provision: h.Host.Provision, Spec: h.Spec, Containers: h.Containers})
+	}
+	return hosts
+}
+
+func summary(p *Plan) string {
+	var parts []string
+	for _, it := range p.Items {
+		s := it.Host + ":" + string(it.Action)
+		if it.Destructive {
+			s += "!"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+func TestCompute(t *testing.T) {
+	three := map[string]string{"a": `roles = ["web"]`, "b": `roles = ["web"]`, "c": `roles = ["web"]`}
+	base := load(t, "", "nginx:1.27", three)
+	tests := []struct {
+		name     string
+		site     *site.Site
+		recorded []state.Host
+		want     string
+		refused  bool
+		detail   string
+	}{
+		{"empty state: all new", base, nil, "a:add b:add c:add", false, "52:54:00"},
+		{"nothing changed", base, applied(t, base), "", false, ""},
+		{"provision raised", load(t, "", "nginx:1.27", map[string]string{"a": "roles = [\"web\"]\nprovision = 1", "b": `roles = ["web"]`, "c": `roles = ["web"]`}),
+			applied(t, base), "a:reprovision!", false, "provision 0 → 1"},
+		{"address changed", load(t, "", "nginx:1.27", map[string]string{"a": "roles = [\"web\"]\nip = \"10.0.0.9\"", "b": `roles = ["web"]`, "c": `roles = ["web"]`}),
+			applied(t, base), "a:change", false, `ip: (none) → "10.0.0.9"`},
+		{"image changed", load(t, "", "nginx:1.28", three), applied(t, base), "a:containers b:containers c:containers", false, `image: "docker.io/library/nginx:1.27" → "docker.io/library/nginx:1.28"`},
+		{"one host gone", load(t, "", "nginx:1.27", map[string]string{"a": `roles = ["web"]`, "b": `roles = ["web"]`}),
+			applied(t, base), "c:remove!", false, "leaves the site"},
+		{"most hosts gone", load(t, "", "nginx:1.27", map[string]string{"a": `roles = ["web"]`}),
+			applied(t, base), "b:remove! c:remove!", true, ""},
+		{"most hosts gone, allowed", load(t, "allow_mass_removal = true", "nginx:1.27", map[string]string{"a": `roles = ["web"]`}),
+			applied(t, base), "b:remove! c:remove!", false, ""},
+		{"every container gone", load(t, "", "nginx:1.27", map[string]string{"a": "", "b": "", "c": ""}),
+			applied(t, base), "a:containers b:containers c:containers", true, "- container web"},
+		{"discovered machine adopted", base, []state.Host{{Name: "discovered-525400000001", MAC: "52:54:00:00:00:01", Phase: state.Discovered}},
+			"a:add b:add c:add", false, "adopts the discovered machine discovered-525400000001"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Compute(tt.site, tt.recorded)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := summary(p); got != tt.want {
+				t.Errorf("plan = %q, want %q", got, tt.want)
+			}
+			if (p.Refused != "") != tt.refused {
+				t.Errorf("refused = %q, want refused %v", p.Refused, tt.refused)
+			}
+			var out strings.Builder
+			if err := p.Print(&out); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out.String(), tt.detail) {
+				t.Errorf("printed plan lacks %q:\n%s", tt.detail, out.String())
+			}
+			if tt.refused && !strings.Contains(out.String(), "allow_mass_removal") {
+				t.Errorf("a refused plan does not say how to allow it:\n%s", out.String())
+			}
+		})
+	}
+}

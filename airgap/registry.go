@@ -52,6 +52,8 @@ var layout = filepath.Join("docker", "registry", "v2")
 // polling, redirects and every other background writer are off.
 //
 // distribution logs through logrus's standard logger; the caller decides where that goes.
+// Each handler keeps one idle goroutine (distribution's event broadcaster, which it gives no
+// way to stop) for the life of the process, so make one registry per store, not per request.
 func NewRegistry(cfg RegistryConfig) (h http.Handler, err error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("registry: no store directory given")

@@ -1,3 +1,18 @@
-// Package vmtest will hold the QEMU harness and the end-to-end scenarios. Its tests are opt-in
-// and are never needed by go test -short.
+// Package vmtest runs QEMU for cairn's end-to-end tests and holds the scenarios: the appliance
+// ISO boots under SeaBIOS and OVMF, from a CD-ROM drive or as a USB disk, and serves its store.
+//
+// A test reads like a script:
+//
+//	vm := vmtest.New(t, vmtest.Options{ISO: iso, Firmware: vmtest.UEFI, Media: vmtest.USB, Forward: []int{5000}})
+//	vm.Start()
+//	vm.WaitSerial("cairn: READY", 180*time.Second)
+//	addr := vm.Addr(5000) // 127.0.0.1:port, forwarded to the guest
+//
+// The VMs use TCG unless a quick probe shows that KVM really runs a guest (nested KVM can hang).
+// Networking is QEMU's user mode with restrict=on: the guest reaches nothing but the host ports
+// forwarded to it on 127.0.0.1. Every VM gets its own directory with its serial console log and
+// QEMU's output; it is kept when the test fails.
+//
+// The tests are opt-in: they run with -run-vm-tests or CAIRN_VMTEST=1 (make vmtest) and skip
+// otherwise, so go test ./... and go test -short never need QEMU.
 package vmtest

@@ -1,0 +1,257 @@
+package vmtest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/appliance"
+	"github.com/cairn-appliance/cairn/build/iso"
+	"github.com/cairn-appliance/cairn/daemon"
+)
+
+// readyTimeout is how long the appliance may take from power-on to cairn.service READY.
+const readyTimeout = 180 * time.Second
+
+const (
+	imageName   = "example.com/cairn/demo:1.0"
+	osImageName = "demo-disk"
+	volumeLabel = "CAIRN_VMTEST" // not the default, so the label reaches the daemon through the boot menu
+	sourceDate  = 1767225600     // 2026-01-01
+)
+
+// fixture is what every appliance scenario shares: the base, a store and the ISO mastered from them.
+type fixture struct {
+	work     string
+	base     string
+	layer    string
+	store    string
+	iso      string
+	image    v1.Hash // the container image's manifest digest
+	osImage  string  // the OS image artifact's manifest digest
+	osSHA256 string  // the OS image file's sha256
+}
+
+var (
+	fixOnce sync.Once
+	fix     *fixture
+	fixErr  error
+	fixDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fixDir != "" {
+		os.RemoveAll(fixDir)
+	}
+	os.Exit(code)
+}
+
+// applianceISO builds (once per test binary) the appliance base if it is not cached, the cairn
+// binary, a store with a random container image and an OS image, and an ISO of them.
+func applianceISO(t *testing.T) *fixture {
+	t.Helper()
+	SkipUnlessEnabled(t)
+	fixOnce.Do(func() { fix, fixErr = makeFixture() })
+	if fixErr != nil {
+		t.Fatal(fixErr)
+	}
+	return fix
+}
+
+func makeFixture() (*fixture, error) {
+	ctx := context.Background()
+	work, err := os.MkdirTemp("", "cairn-vmtest-fixture-")
+	if err != nil {
+		return nil, err
+	}
+	fixDir = work
+	f := &fixture{work: work}
+
+	start := time.Now()
+	logPath := filepath.Join(work, "appliance-base.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	f.base, err = appliance.Build(ctx, appliance.BuildConfig{CacheDir: os.Getenv("CAIRN_APPLIANCE_CACHE"), Log: logf})
+	logf.Close()
+	if err != nil {
+		b, _ := os.ReadFile(logPath)
+		return nil, fmt.Errorf("%w; the build's last lines:\n%s", err, tail(b, 40))
+	}
+	fmt.Fprintf(os.Stderr, "vmtest: appliance base %s (%s)\n", f.base, time.Since(start).Round(time.Second))
+	SetProbeKernel(filepath.Join(f.base, appliance.KernelFile))
+
+	// The cairn binary, in a layer of its own.
+	f.layer = filepath.Join(work, "layer")
+	bin := filepath.Join(f.layer, "usr", "local", "bin", "cairn")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/cairn-appliance/cairn/cmd/cairn")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building cairn for the appliance: %w\n%s", err, out)
+	}
+
+	// A store with one container image and one OS image.
+	f.store = filepath.Join(work, "store")
+	st, err := airgap.Create(ctx, airgap.StoreConfig{Dir: f.store, Created: time.Unix(sourceDate, 0)})
+	if err != nil {
+		return nil, err
+	}
+	img, err := random.Image(64<<10, 3)
+	if err != nil {
+		return nil, err
+	}
+	if f.image, err = img.Digest(); err != nil {
+		return nil, err
+	}
+	if err := st.AddImage(ctx, imageName, img); err != nil {
+		return nil, err
+	}
+	disk := make([]byte, 1<<20)
+	if _, err := rand.Read(disk); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(disk)
+	f.osSHA256 = hex.EncodeToString(sum[:])
+	diskPath := filepath.Join(work, "demo-disk.raw")
+	if err := os.WriteFile(diskPath, disk, 0o644); err != nil {
+		return nil, err
+	}
+	if err := st.AddOSImage(ctx, airgap.OSImage{Name: osImageName, Tag: "1", Path: diskPath, Format: airgap.FormatRaw}); err != nil {
+		return nil, err
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	ix, err := st.Seal(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range ix.Artifacts {
+		if a.Kind == airgap.KindOS {
+			f.osImage = a.Digest.String()
+		}
+	}
+
+	start = time.Now()
+	f.iso = filepath.Join(work, "cairn.iso")
+	if _, err := iso.Master(ctx, f.isoConfig(f.iso)); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "vmtest: mastered %s (%s)\n", f.iso, time.Since(start).Round(time.Second))
+	return f, nil
+}
+
+func (f *fixture) isoConfig(out string) iso.Config {
+	return iso.Config{
+		Base: f.base, Layers: []string{f.layer}, Store: f.store, Output: out,
+		VolumeLabel: volumeLabel, SourceDateEpoch: time.Unix(sourceDate, 0),
+	}
+}
+
+// bootAndPull boots the ISO, waits for cairn.service to be ready and pulls both artifacts.
+func bootAndPull(t *testing.T, fw Firmware, media Media) {
+	f := applianceISO(t)
+	vm := New(t, Options{ISO: f.iso, Firmware: fw, Media: media, Forward: []int{5000}})
+	vm.Start()
+	line := vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
+	t.Logf("%s from a %s: cairn.service ready %s after power-on", fw, media, vm.Uptime().Round(time.Second))
+	if !strings.Contains(line, "artifacts=2") || !strings.Contains(line, "/cairn/store") {
+		t.Errorf("ready line %q: want it to serve the 2 artifacts of the medium's /cairn/store", line)
+	}
+	addr := vm.Addr(5000)
+
+	ref, err := name.ParseReference(addr+"/"+imageName, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var img v1.Image
+	// The daemon listens before DHCP has necessarily finished; give the network a moment.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		img, err = remote.Image(ref)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		t.Fatalf("pulling %s from the appliance: %v", ref, err)
+	}
+	if d, _ := img.Digest(); d != f.image {
+		t.Errorf("image digest through the appliance = %s, want %s", d, f.image)
+	}
+	if err := validate.Image(img); err != nil {
+		t.Errorf("the image pulled from the appliance does not check out: %v", err)
+	}
+
+	osRef, err := name.ParseReference(addr+"/os/"+osImageName+":1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	art, err := remote.Image(osRef)
+	if err != nil {
+		t.Fatalf("pulling %s from the appliance: %v", osRef, err)
+	}
+	if d, _ := art.Digest(); d.String() != f.osImage {
+		t.Errorf("OS image manifest digest through the appliance = %s, want %s", d, f.osImage)
+	}
+	layers, err := art.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("OS image artifact layers = %d, %v, want 1", len(layers), err)
+	}
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		t.Fatalf("reading the OS image from the appliance: %v", err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != f.osSHA256 {
+		t.Errorf("OS image sha256 through the appliance = %s, want %s", got, f.osSHA256)
+	}
+}
+
+func TestApplianceBootsSeaBIOSFromCDROM(t *testing.T) { bootAndPull(t, BIOS, CDROM) }
+
+func TestApplianceBootsOVMFFromUSB(t *testing.T) { bootAndPull(t, UEFI, USB) }
+
+// TestISOIsReproducible masters the appliance ISO again from the same base, layer and store
+// and expects the same bytes.
+func TestISOIsReproducible(t *testing.T) {
+	f := applianceISO(t)
+	want, err := os.ReadFile(f.iso + ".sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "cairn.iso")
+	res, err := iso.Master(context.Background(), f.isoConfig(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Fields(string(want))[0]; res.SHA256 != got {
+		t.Errorf("second mastering of the same inputs: sha256 %s, want %s", res.SHA256, got)
+	}
+}

@@ -1,0 +1,288 @@
+package vmtest
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var runVMTests = flag.Bool("run-vm-tests", false, "run the QEMU tests (make vmtest does, through CAIRN_VMTEST=1)")
+
+// Enabled reports whether VM tests should run: -run-vm-tests or CAIRN_VMTEST=1.
+func Enabled() bool {
+	return *runVMTests || os.Getenv("CAIRN_VMTEST") == "1"
+}
+
+// SkipUnlessEnabled skips t, saying how to run it, unless VM tests are enabled.
+func SkipUnlessEnabled(t testing.TB) {
+	t.Helper()
+	if !Enabled() {
+		t.Skip("VM test: run it with make vmtest (or go test ./vmtest -run-vm-tests, or CAIRN_VMTEST=1)")
+	}
+}
+
+// Firmware is what the VM boots with.
+type Firmware int
+
+// The firmwares.
+const (
+	BIOS Firmware = iota // SeaBIOS, QEMU's default
+	UEFI                 // OVMF, from Debian's ovmf package
+)
+
+func (f Firmware) String() string { return [...]string{"SeaBIOS", "OVMF"}[f] }
+
+// Media is how the ISO is attached.
+type Media int
+
+// The ways to attach an ISO.
+const (
+	CDROM Media = iota // a CD-ROM drive (AHCI)
+	USB                // a USB mass-storage disk on an xHCI controller, as a dd-written stick
+)
+
+func (m Media) String() string { return [...]string{"CD-ROM", "USB disk"}[m] }
+
+// Options describe a VM.
+type Options struct {
+	ISO      string
+	Firmware Firmware
+	Media    Media
+	// MemoryMiB defaults to 1024, CPUs to 2.
+	MemoryMiB, CPUs int
+	// Forward lists guest TCP ports to reach from the host; Addr gives each one's host address.
+	Forward []int
+}
+
+// OVMF firmware files (Debian's ovmf package).
+var (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+const qemuBin = "qemu-system-x86_64"
+
+// VM is one QEMU process.
+type VM struct {
+	t     testing.TB
+	opts  Options
+	dir   string
+	ports map[int]int
+	cmd   *exec.Cmd
+	exit  chan error
+
+	mu      sync.Mutex
+	matched int // serial log offset after the last WaitSerial match
+	started time.Time
+}
+
+// New prepares a VM for t: its directory, its forwarded ports and its firmware. It skips t
+// unless VM tests are enabled and fails it when QEMU or a firmware file is missing.
+func New(t testing.TB, opts Options) *VM {
+	t.Helper()
+	SkipUnlessEnabled(t)
+	if _, err := exec.LookPath(qemuBin); err != nil {
+		t.Fatalf("%s is not installed (Debian package qemu-system-x86; scripts/deps.sh installs it)", qemuBin)
+	}
+	if opts.Firmware == UEFI {
+		for _, f := range []string{ovmfCode, ovmfVars} {
+			if _, err := os.Stat(f); err != nil {
+				t.Fatalf("%s is missing (Debian package ovmf; scripts/deps.sh installs it)", f)
+			}
+		}
+	}
+	if _, err := os.Stat(opts.ISO); err != nil {
+		t.Fatalf("vmtest: ISO %q: %v", opts.ISO, err)
+	}
+	if opts.MemoryMiB == 0 {
+		opts.MemoryMiB = 1024
+	}
+	if opts.CPUs == 0 {
+		opts.CPUs = 2
+	}
+	vm := &VM{t: t, opts: opts, dir: keptDir(t, "vm"), ports: map[int]int{}}
+	for _, p := range opts.Forward {
+		vm.ports[p] = freePort(t)
+	}
+	t.Cleanup(vm.Stop)
+	return vm
+}
+
+// keptDir makes a directory for t's files that survives a failed test, for its logs.
+func keptDir(t testing.TB, what string) string {
+	t.Helper()
+	name := regexp.MustCompile(`[^A-Za-z0-9_-]+`).ReplaceAllString(t.Name(), "_")
+	dir, err := os.MkdirTemp(os.Getenv("CAIRN_VMTEST_LOGS"), "cairn-vmtest-"+name+"-"+what+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("vmtest: kept %s for its logs", dir)
+			return
+		}
+		_ = os.RemoveAll(dir) //nolint:gosec // G703: the directory MkdirTemp made
+	})
+	return dir
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Dir is the VM's directory: serial.log, qemu.log and the firmware variables.
+func (vm *VM) Dir() string { return vm.dir }
+
+// SerialLog is the path of the captured serial console.
+func (vm *VM) SerialLog() string { return filepath.Join(vm.dir, "serial.log") }
+
+// Addr is the host address (127.0.0.1:port) forwarded to guestPort.
+func (vm *VM) Addr(guestPort int) string {
+	p, ok := vm.ports[guestPort]
+	if !ok {
+		vm.t.Fatalf("vmtest: guest port %d is not forwarded; list it in Options.Forward", guestPort)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+}
+
+// Args returns QEMU's command line for this VM.
+func (vm *VM) Args(accel string) []string {
+	o := vm.opts
+	args := []string{
+		"-machine", "q35", "-accel", accel, "-m", strconv.Itoa(o.MemoryMiB), "-smp", strconv.Itoa(o.CPUs),
+		"-display", "none", "-monitor", "none", "-no-reboot",
+		"-chardev", "file,id=ser0,path=" + vm.SerialLog(), "-serial", "chardev:ser0",
+	}
+	if o.Firmware == UEFI {
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+filepath.Join(vm.dir, "OVMF_VARS.fd"))
+	}
+	switch o.Media {
+	case CDROM:
+		args = append(args, "-drive", "if=none,id=boot,media=cdrom,readonly=on,format=raw,file="+o.ISO,
+			"-device", "ide-cd,drive=boot,bootindex=0")
+	case USB:
+		// snapshot=on: the guest may write to its "stick" without touching the ISO.
+		args = append(args, "-device", "qemu-xhci,id=xhci",
+			"-drive", "if=none,id=boot,format=raw,snapshot=on,file="+o.ISO,
+			"-device", "usb-storage,bus=xhci.0,drive=boot,bootindex=0")
+	}
+	netdev := "user,id=net0,restrict=on"
+	for _, gp := range o.Forward {
+		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", vm.ports[gp], gp)
+	}
+	return append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0")
+}
+
+// Start boots the VM.
+func (vm *VM) Start() {
+	vm.t.Helper()
+	if vm.opts.Firmware == UEFI {
+		b, err := os.ReadFile(ovmfVars)
+		if err != nil {
+			vm.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(vm.dir, "OVMF_VARS.fd"), b, 0o600); err != nil { //nolint:gosec // G703: our own directory
+			vm.t.Fatal(err)
+		}
+	}
+	accel := Accel(vm.t)
+	args := vm.Args(accel)
+	logf, err := os.Create(filepath.Join(vm.dir, "qemu.log"))
+	if err != nil {
+		vm.t.Fatal(err)
+	}
+	fmt.Fprintf(logf, "%s %s\n", qemuBin, strings.Join(args, " "))
+	vm.cmd = exec.Command(qemuBin, args...) //nolint:gosec // G204: QEMU with arguments we built
+	vm.cmd.Stdout, vm.cmd.Stderr = logf, logf
+	if err := vm.cmd.Start(); err != nil {
+		_ = logf.Close()
+		vm.t.Fatalf("starting QEMU: %v", err)
+	}
+	vm.started = time.Now()
+	vm.exit = make(chan error, 1)
+	go func() { vm.exit <- vm.cmd.Wait(); _ = logf.Close() }()
+	vm.t.Logf("vmtest: booting %s with %s from a %s (%s); logs in %s", filepath.Base(vm.opts.ISO), vm.opts.Firmware, vm.opts.Media, accel, vm.dir)
+}
+
+// Stop ends the VM (a no-op when it is not running).
+func (vm *VM) Stop() {
+	if vm.cmd == nil || vm.cmd.Process == nil {
+		return
+	}
+	select {
+	case err := <-vm.exit:
+		vm.t.Logf("vmtest: QEMU had exited: %v", err)
+	default:
+		_ = vm.cmd.Process.Kill()
+		<-vm.exit //nolint:errcheck // killed: its exit status says so and nothing more
+	}
+	vm.cmd = nil
+}
+
+// WaitSerial waits until a serial console line after the previous match contains want, and
+// returns that line. It fails the test when timeout passes or QEMU exits first, showing the
+// console's last lines.
+func (vm *VM) WaitSerial(want string, timeout time.Duration) string {
+	vm.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		b, _ := os.ReadFile(vm.SerialLog())
+		vm.mu.Lock()
+		from := vm.matched
+		vm.mu.Unlock()
+		if from <= len(b) {
+			if i := bytes.Index(b[from:], []byte(want)); i >= 0 {
+				start := bytes.LastIndexByte(b[:from+i], '\n') + 1
+				end := bytes.IndexByte(b[from+i:], '\n')
+				if end < 0 {
+					end = len(b) - from - i
+				}
+				vm.mu.Lock()
+				vm.matched = from + i + end
+				vm.mu.Unlock()
+				line := strings.TrimSpace(string(b[start : from+i+end]))
+				vm.t.Logf("vmtest: serial after %s: %s", time.Since(vm.started).Round(time.Second/10), line)
+				return line
+			}
+		}
+		select {
+		case err := <-vm.exit:
+			vm.exit <- err
+			vm.t.Fatalf("vmtest: QEMU exited (%v) before the serial console showed %q; last lines:\n%s", err, want, tail(b, 30))
+		default:
+		}
+		if time.Now().After(deadline) {
+			vm.t.Fatalf("vmtest: the serial console did not show %q within %s; last lines:\n%s", want, timeout, tail(b, 30))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// Uptime is how long ago Start booted the VM.
+func (vm *VM) Uptime() time.Duration { return time.Since(vm.started) }
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,157 @@
+// Package reconcile applies a site to the daemon's state: it plans the site against what was
+// recorded, then applies the plan one host per transaction, and records the generation as
+// applied only when every host is done. A daemon killed at any point restarts, plans again,
+// finds only what is left, and finishes; nothing is applied twice and nothing half.
+//
+// It changes the state only; the PXE layer and the agent API act on the state's changes.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cairn-appliance/cairn/daemon/plan"
+	"github.com/cairn-appliance/cairn/daemon/state"
+	"github.com/cairn-appliance/cairn/site"
+)
+
+// ErrRefused is returned (wrapped) when the plan is refused (see plan.Plan.Refused).
+var ErrRefused = errors.New("reconcile: plan refused")
+
+// Attempt records that generation gen (the site with this fingerprint) is being applied, or,
+// with a non-nil cause, that it could not be (an invalid site): the last good site stays.
+func Attempt(ctx context.Context, st state.Store, gen int64, fingerprint string, cause error) error {
+	return st.Update(ctx, func(tx state.Tx) error {
+		g, err := tx.Generation()
+		if err != nil {
+			return err
+		}
+		g.Attempted, g.AttemptedFingerprint, g.AttemptedAt, g.Error = gen, fingerprint, now(), ""
+		if cause != nil {
+			g.Error = cause.Error()
+			if err := tx.Append(state.Event{Kind: "site.rejected", Message: fmt.Sprintf("generation %d not applied: %v", gen, cause)}); err != nil {
+				return err
+			}
+		}
+		return tx.SetGeneration(g)
+	})
+}
+
+// Apply makes the state what site s asks and records generation gen as applied. It returns
+// the plan it carried out.
+func Apply(ctx context.Context, st state.Store, s *site.Site, gen int64, fingerprint string) (*plan.Plan, error) {
+	if err := Attempt(ctx, st, gen, fingerprint, nil); err != nil {
+		return nil, err
+	}
+	var recorded []state.Host
+	if err := st.View(ctx, func(tx state.Tx) (err error) {
+		recorded, err = tx.Hosts()
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	p, err := plan.Compute(s, recorded)
+	if err != nil {
+		return nil, err
+	}
+	if p.Refused != "" {
+		err := fmt.Errorf("%w: %s", ErrRefused, p.Refused)
+		return p, errors.Join(err, Attempt(ctx, st, gen, fingerprint, err))
+	}
+	desired, err := plan.Desire(s)
+	if err != nil {
+		return nil, err
+	}
+	byMAC := map[string]string{} // discovered machines, by MAC, to adopt
+	for _, h := range recorded {
+		if h.Phase == state.Discovered {
+			byMAC[h.MAC] = h.Name
+		}
+	}
+	for _, it := range p.Items {
+		if err := ctx.Err(); err != nil {
+			return p, err
+		}
+		if err := st.Update(ctx, func(tx state.Tx) error { return step(tx, it, desired[it.Host], byMAC, gen) }); err != nil {
+			return p, fmt.Errorf("applying %s to host %s: %w", it.Action, it.Host, err)
+		}
+	}
+	err = st.Update(ctx, func(tx state.Tx) error {
+		g, err := tx.Generation()
+		if err != nil {
+			return err
+		}
+		g.Applied, g.AppliedFingerprint, g.AppliedAt = gen, fingerprint, now()
+		if err := tx.SetGeneration(g); err != nil {
+			return err
+		}
+		if p.Empty() {
+			return nil
+		}
+		return tx.Append(state.Event{Kind: "site.applied", Message: fmt.Sprintf("generation %d applied: %d change(s)", gen, len(p.Items))})
+	})
+	return p, err
+}
+
+// step applies one item of a plan inside one transaction.
+func step(tx state.Tx, it plan.Item, d plan.Desired, discovered map[string]string, gen int64) error {
+	h, _, err := tx.Host(it.Host)
+	if err != nil {
+		return err
+	}
+	event := state.Event{Host: it.Host, Kind: "host." + string(it.Action)}
+	switch it.Action {
+	case plan.Add:
+		h = state.Host{Name: it.Host, Phase: state.Pending, Provision: d.Host.Provision, Spec: d.Spec, Containers: d.Containers}
+		if len(d.Containers) > 0 {
+			h.ContainersGeneration = 1
+		}
+		if old, ok := discovered[d.Host.MAC.String()]; ok && old != it.Host {
+			if err := tx.DeleteHost(old); err != nil {
+				return err
+			}
+		}
+		event.Message = "added to the site; waiting to be provisioned"
+	case plan.Change:
+		h.Spec = d.Spec
+		event.Message = "spec changed"
+	case plan.Reprovision:
+		h.Phase, h.Reason, h.Progress = state.Pending, "", 0
+		h.Provision, h.Spec = d.Host.Provision, d.Spec
+		h.HostTokenHash, h.ProvisionTokenHash = "", "" // a new disk gets new tokens
+		event.Message = fmt.Sprintf("re-provision requested (provision %d): the disk will be written again", h.Provision)
+	case plan.Containers:
+		h.Containers = d.Containers
+		h.ContainersGeneration++
+		if h.Phase == state.Ready {
+			h.Phase = state.Deploying
+		}
+		event.Message = fmt.Sprintf("containers changed: generation %d", h.ContainersGeneration)
+	case plan.Remove:
+		event.Message = "removed from the site"
+		if err := tx.DeleteHost(it.Host); err != nil {
+			return err
+		}
+		return tx.Append(event)
+	default:
+		return fmt.Errorf("unknown action %q", it.Action)
+	}
+	if d.Host != nil {
+		h.MAC = d.Host.MAC.String()
+		h.IP = ""
+		if d.Host.IP.IsValid() {
+			h.IP = d.Host.IP.String()
+		}
+	}
+	h.Updated = now()
+	if err := tx.PutHost(h); err != nil {
+		return err
+	}
+	event.Message += fmt.Sprintf(" (site generation %d)", gen)
+	return tx.Append(event)
+}
+
+// now is the clock; tests that compare states replace it.
+var now = func() time.Time { return time.Now().UTC() }

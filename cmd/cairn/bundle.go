@@ -122,7 +122,7 @@ the blobs; cairn bundle verify does.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(v)
 			}
-			printIndex(cmd.OutOrStdout(), ix)
+			printIndex(cmd.OutOrStdout(), args[0], ix)
 			return nil
 		}),
 	}
@@ -130,7 +130,7 @@ the blobs; cairn bundle verify does.`,
 	return cmd
 }
 
-func printIndex(w io.Writer, ix *airgap.Index) {
+func printIndex(w io.Writer, dir string, ix *airgap.Index) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tREPOSITORY\tTAG\tSIZE\tDETAIL\tDIGEST")
 	for _, a := range ix.Artifacts {
@@ -156,7 +156,7 @@ func printIndex(w io.Writer, ix *airgap.Index) {
 	}
 	fmt.Fprintf(w, "\n%d artifacts, %d blobs; %s referenced, %s stored; de-duplication saved %s (%.1f%%). Created %s.\n",
 		t.Artifacts, t.Blobs, humanBytes(t.Bytes), humanBytes(t.StoredBytes), humanBytes(saved), pct, ix.Created)
-	fmt.Fprintln(w, "Not verified: cairn bundle verify DIR --key KEY.pub checks the signature and every blob.")
+	fmt.Fprintf(w, "Not verified here: cairn bundle verify %s --key KEY.pub checks the signature and every blob.\n", dir)
 }
 
 func shortDigest(d string) string {

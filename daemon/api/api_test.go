@@ -110,7 +110,9 @@ func TestJSON(t *testing.T) {
 	if code, _ := get(t, srv.URL+"/api/v1/events?limit=x", nil); code != http.StatusBadRequest {
 		t.Errorf("a bad limit: %d", code)
 	}
-	var p struct{ Items []struct{ Host, Action string } }
+	var p struct {
+		Items []struct{ Host, Action string }
+	}
 	get(t, srv.URL+"/api/v1/plan", &p)
 	if len(p.Items) == 0 {
 		t.Error("the plan of the example site against 20 other hosts is empty")

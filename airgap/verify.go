@@ -271,7 +271,11 @@ func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Dige
 	if got, err := readLink(link); err != nil || got != d {
 		v.add(w.problem(d, "manifest is not linked into repository %s; a registry would answer 404 for it", w.repo))
 	}
-	b, err := os.ReadFile(v.v2(blobData(d)...))
+	b, err := readSmall(v.v2(blobData(d)...))
+	if errors.Is(err, errTooBig) {
+		v.add(w.problem(d, "manifest blob is over %d bytes, larger than any registry accepts; the store was altered", maxManifest))
+		return ""
+	}
 	if err != nil {
 		v.add(w.problem(d, "manifest blob is missing from the store (%v); rebuild the store or copy it again from the source", errors.Unwrap(err)))
 		if size >= 0 {
@@ -325,12 +329,34 @@ func (v *verifier) walkManifest(w *artifactWalk, repoDir []string, d digest.Dige
 	return platform
 }
 
+// maxManifest bounds what Verify reads into memory as a manifest or config: distribution
+// refuses manifests over 4 MiB.
+const maxManifest = 4 << 20
+
+var errTooBig = errors.New("file too big")
+
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxManifest+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxManifest {
+		return nil, errTooBig
+	}
+	return b, nil
+}
+
 // configPlatform reads the platform an image config names, if the config is intact.
 func (v *verifier) configPlatform(d digest.Digest) string {
 	if d.Validate() != nil {
 		return ""
 	}
-	b, err := os.ReadFile(v.v2(blobData(d)...))
+	b, err := readSmall(v.v2(blobData(d)...))
 	if err != nil || digest.FromBytes(b) != d {
 		return ""
 	}

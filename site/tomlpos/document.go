@@ -88,6 +88,13 @@ func (d *Document) lookup(path string) (span, bool) {
 	}
 }
 
+// ValueOffset returns the byte offset at which the value of path starts in the source, for
+// tools that edit a file in place; ok is false when path is not written in the file.
+func (d *Document) ValueOffset(path string) (offset int, ok bool) {
+	s, ok := d.at[path]
+	return int(s.val), ok
+}
+
 // Where names the place of path for messages that point at another one: "hosts/a.toml:3:7".
 func (d *Document) Where(path string) string {
 	e := d.ErrAt(path, false, "", "")

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairn-appliance/cairn/daemon"
+	"github.com/cairn-appliance/cairn/daemon/api"
+	"github.com/cairn-appliance/cairn/site"
+	"github.com/cairn-appliance/cairn/site/tomlpos"
+)
+
+// defaultServer is the daemon's API as seen from the appliance itself.
+func defaultServer() string {
+	cfg, err := daemon.LoadConfig(daemon.DefaultConfigPath)
+	if err != nil {
+		cfg = daemon.DefaultConfig()
+	}
+	host := cfg.Listen
+	if strings.HasPrefix(host, ":") {
+		host = "127.0.0.1" + host
+	}
+	return "http://" + host
+}
+
+func addServerFlag(cmd *cobra.Command, server *string) {
+	cmd.Flags().StringVar(server, "server", "", "the daemon's address (default: from /etc/cairn/daemon.toml, else http://127.0.0.1:5000)")
+}
+
+// getJSON fetches path from the daemon's API into v.
+func getJSON(cmd *cobra.Command, server, path string, v any) error {
+	if server == "" {
+		server = defaultServer()
+	}
+	u, err := url.JoinPath(server, path)
+	if err != nil {
+		return &failure{code: exitUsage, err: fmt.Errorf("--server %q: %w", server, err)}
+	}
+	req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("asking the daemon at %s: %w (is cairn daemon running? systemctl status cairn)", server, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the daemon answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return json.Unmarshal(body, v)
+}
+
+func newStatusCmd() *cobra.Command {
+	var server string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show every host the daemon knows: phase, progress, address, last event",
+		Args:  cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			var st api.Status
+			if err := getJSON(cmd, server, "/api/v1/status", &st); err != nil {
+				return err
+			}
+			var hosts []api.Host
+			if err := getJSON(cmd, server, "/api/v1/hosts", &hosts); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "site %s: generation %d applied", st.Site, st.Generation.Applied)
+			if st.Generation.Attempted != st.Generation.Applied {
+				fmt.Fprintf(w, ", %d attempted", st.Generation.Attempted)
+			}
+			fmt.Fprintf(w, ", %d hosts\n", st.Hosts)
+			if st.LoadError != "" {
+				fmt.Fprintf(w, "the last site edit was not applied (the previous site still runs):\n%s\n", st.LoadError)
+			}
+			fmt.Fprintln(w)
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tPHASE\tPROGRESS\tIP\tMAC\tLAST EVENT")
+			for _, h := range hosts {
+				progress, last := "-", "-"
+				if h.Phase == "provisioning" {
+					progress = strconv.Itoa(h.Progress) + "%"
+				}
+				if h.LastEvent != nil {
+					last = h.LastEvent.Time.Local().Format("2006-01-02 15:04:05") + " " + h.LastEvent.Message
+				}
+				phase := string(h.Phase)
+				if h.Reason != "" {
+					phase += " (" + h.Reason + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, phase, progress, dash(h.IP), h.MAC, last)
+			}
+			return tw.Flush()
+		}),
+	}
+	addServerFlag(cmd, &server)
+	return cmd
+}
+
+func newHostCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "host",
+		Short: "Look at one host, or ask for it to be provisioned again",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	var server string
+	show := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a host as the daemon knows it, with its recent events",
+		Args:  cobra.ExactArgs(1),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			var d api.HostDetail
+			if err := getJSON(cmd, server, "/api/v1/hosts/"+url.PathEscape(args[0]), &d); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "host %s\n  phase       %s", d.Name, d.Phase)
+			if d.Reason != "" {
+				fmt.Fprintf(w, " (%s)", d.Reason)
+			}
+			fmt.Fprintf(w, "\n  mac         %s\n  ip          %s\n  provision   %d\n  containers  generation %d\n  updated     %s\n",
+				d.MAC, dash(d.IP), d.Provision, d.ContainersGeneration, d.Updated.Local().Format(time.RFC3339))
+			if len(d.Spec) > 0 {
+				fmt.Fprintf(w, "  spec        %s\n", d.Spec)
+			}
+			fmt.Fprintln(w, "\nevents:")
+			for _, e := range d.Events {
+				fmt.Fprintf(w, "  %s  %-18s %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message)
+			}
+			return nil
+		}),
+	}
+	addServerFlag(show, &server)
+	var siteDir string
+	reprov := &cobra.Command{
+		Use:   "reprovision NAME",
+		Short: "Raise a host's provision counter in the site, which asks for its disk to be written again",
+		Long: `The site directory is the source of truth, so a re-provision is a site edit: this raises
+provision in hosts/NAME.toml by one (adding provision = 1 when it is not there), keeping the
+rest of the file as it is. The daemon sees the edit and re-provisions the host; cairn site plan
+shows it first as a destructive change. Commit the edit if the site lives in git.`,
+		Example: `  cairn host reprovision web-01 --site /var/lib/cairn/site`,
+		Args:    cobra.ExactArgs(1),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			if siteDir == "" {
+				return &failure{code: exitUsage, err: errors.New("--site DIR is required: the site directory to edit")}
+			}
+			n, file, err := raiseProvision(siteDir, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: provision = %d; the daemon will re-provision %s (its disk is written again)\n", file, n, args[0])
+			return nil
+		}),
+	}
+	reprov.Flags().StringVar(&siteDir, "site", "", "the site directory")
+	cmd.AddCommand(show, reprov)
+	return cmd
+}
+
+// raiseProvision edits the host's file in place and checks the site still loads.
+func raiseProvision(dir, name string) (int, string, error) {
+	s, err := site.Load(dir)
+	if err != nil {
+		return 0, "", fmt.Errorf("the site %s does not load, fix it first (cairn site validate %s):\n%w", dir, dir, err)
+	}
+	var host *site.Host
+	for _, h := range s.Hosts {
+		if h.Name == name {
+			host = h
+		}
+	}
+	if host == nil {
+		return 0, "", fmt.Errorf("the site %s has no host %q", dir, name)
+	}
+	path := filepath.Join(dir, filepath.FromSlash(host.File))
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return 0, "", err
+	}
+	doc, perr := tomlpos.Parse(host.File, src)
+	if perr != nil {
+		return 0, "", perr
+	}
+	next := host.Provision + 1
+	var out []byte
+	if off, ok := doc.ValueOffset("provision"); ok {
+		end := off
+		for end < len(src) && (src[end] >= '0' && src[end] <= '9' || src[end] == '_' || src[end] == '+') {
+			end++
+		}
+		out = append(append(append([]byte{}, src[:off]...), strconv.Itoa(next)...), src[end:]...)
+	} else {
+		out = append([]byte(fmt.Sprintf("provision = %d\n", next)), src...)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return 0, "", err
+	}
+	if err := os.WriteFile(path+".cairn-tmp", out, info.Mode().Perm()); err != nil {
+		return 0, "", err
+	}
+	if err := os.Rename(path+".cairn-tmp", path); err != nil {
+		_ = os.Remove(path + ".cairn-tmp")
+		return 0, "", err
+	}
+	if _, err := site.Load(dir); err != nil {
+		_ = os.WriteFile(path, src, info.Mode().Perm()) // put it back as it was
+		return 0, "", fmt.Errorf("raising provision broke the site, left as it was: %w", err)
+	}
+	return next, path, nil
+}

@@ -1,7 +1,6 @@
 package airgap
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -15,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/distribution/distribution/v3"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -104,6 +104,8 @@ func detectFormat(head []byte) OSFormat {
 }
 
 // AddOSImage adds an OS disk image and records its format and uncompressed size and digest.
+// The file is read once: it is written, hashed and, when compressed, decompressed and hashed
+// in the same pass.
 func (s *Store) AddOSImage(ctx context.Context, img OSImage) error {
 	f, err := os.Open(img.Path)
 	if err != nil {
@@ -125,18 +127,19 @@ func (s *Store) AddOSImage(ctx context.Context, img OSImage) error {
 	default:
 		return fmt.Errorf("adding OS image %s: format %q: expected raw, raw+zstd, raw+gz, raw+xz or qcow2", img.Name, format)
 	}
-	info, err := uncompressed(img.Path, format, head)
-	if err != nil {
-		return fmt.Errorf("adding OS image %s: reading %s as %s: %w", img.Name, img.Path, format, err)
+	info := &OSInfo{Format: format}
+	if format == FormatQcow2 {
+		// Bytes 24-31 of the header hold the virtual disk size; the data itself stays qcow2.
+		if len(head) < 32 {
+			return fmt.Errorf("adding OS image %s: %s: qcow2 header is truncated", img.Name, img.Path)
+		}
+		size := binary.BigEndian.Uint64(head[24:32])
+		if size > math.MaxInt64 {
+			return fmt.Errorf("adding OS image %s: %s: qcow2 header gives a virtual size of %d bytes, which is not a disk", img.Name, img.Path, size)
+		}
+		info.UncompressedSize = int64(size)
 	}
-	ann := map[string]string{
-		AnnotationOSFormat:           string(format),
-		AnnotationOSUncompressedSize: strconv.FormatInt(info.UncompressedSize, 10),
-	}
-	if info.UncompressedDigest != "" {
-		ann[AnnotationOSUncompressedDigest] = info.UncompressedDigest.String()
-	}
-	return s.addFileArtifact(ctx, KindOS, img.Name, img.Tag, img.Path, ArtifactTypeOS, MediaTypeOSPrefix+string(format), ann, info)
+	return s.addFileArtifact(ctx, KindOS, img.Name, img.Tag, img.Path, ArtifactTypeOS, MediaTypeOSPrefix+string(format), info)
 }
 
 // AddNetboot adds a kernel, initramfs or iPXE binary.
@@ -146,53 +149,26 @@ func (s *Store) AddNetboot(ctx context.Context, a NetbootAsset) error {
 	default:
 		return fmt.Errorf("adding netboot asset %s: type %q: expected kernel, initramfs or ipxe", a.Name, a.Type)
 	}
-	return s.addFileArtifact(ctx, KindNetboot, a.Name, a.Tag, a.Path, ArtifactTypeNetboot, MediaTypeNetbootPrefix+string(a.Type), nil, nil)
+	return s.addFileArtifact(ctx, KindNetboot, a.Name, a.Tag, a.Path, ArtifactTypeNetboot, MediaTypeNetbootPrefix+string(a.Type), nil)
 }
 
 // AddFile adds a plain file.
 func (s *Store) AddFile(ctx context.Context, f File) error {
-	return s.addFileArtifact(ctx, KindFile, f.Name, f.Tag, f.Path, ArtifactTypeFile, MediaTypeFile, nil, nil)
+	return s.addFileArtifact(ctx, KindFile, f.Name, f.Tag, f.Path, ArtifactTypeFile, MediaTypeFile, nil)
 }
 
-func (s *Store) addFileArtifact(ctx context.Context, kind Kind, name, tag, path, artifactType, layerType string, ann map[string]string, osInfo *OSInfo) (err error) {
+func (s *Store) addFileArtifact(ctx context.Context, kind Kind, name, tag, path, artifactType, layerType string, osInfo *OSInfo) (err error) {
 	repoName, tag, err := artifactRepo(kind, name, tag)
 	if err != nil {
 		return fmt.Errorf("adding %w", err)
 	}
-	var (
-		d    digest.Digest
-		size int64
-	)
-	if osInfo != nil && osInfo.Format == FormatRaw {
-		// Already hashed for the uncompressed digest; distribution re-checks it while writing.
-		d, size = osInfo.UncompressedDigest, osInfo.UncompressedSize
-	} else if d, size, err = hashFile(path); err != nil {
-		return fmt.Errorf("adding %s artifact %s: %w", kind, name, err)
-	}
-	if ann == nil {
-		ann = map[string]string{}
-	}
-	ann[ocispec.AnnotationTitle] = filepath.Base(path)
-	layer := ocispec.Descriptor{MediaType: layerType, Digest: d, Size: size, Annotations: ann}
-	m := ocispec.Manifest{
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: artifactType,
-		Config:       ocispec.DescriptorEmptyJSON,
-		Layers:       []ocispec.Descriptor{layer},
-	}
-	m.SchemaVersion = 2
-	raw, err := json.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("adding %s artifact %s: encoding manifest: %w", kind, name, err)
-	}
-	md := digest.FromBytes(raw)
-	key := storeKey(repoName, tag, md)
+	key := storeKey(repoName, tag, "")
 	if err := s.begin(key); err != nil {
 		return err
 	}
 	e := &entry{
 		Artifact: Artifact{
-			Name: name, Kind: kind, Repository: repoName, Tag: tag, Digest: md,
+			Name: name, Kind: kind, Repository: repoName, Tag: tag,
 			MediaType: ocispec.MediaTypeImageManifest, ArtifactType: artifactType, OS: osInfo,
 		},
 		blobs: map[digest.Digest]int64{},
@@ -208,11 +184,31 @@ func (s *Store) addFileArtifact(ctx context.Context, kind Kind, name, tag, path,
 	}); err != nil {
 		return fmt.Errorf("adding %s artifact %s: %w", kind, name, err)
 	}
-	if err := s.putBlob(ctx, repo, e, toV1(layer), func() (io.ReadCloser, error) {
-		return os.Open(path)
-	}); err != nil {
+	d, size, err := s.writeFile(ctx, repo, e, path, layerType, osInfo)
+	if err != nil {
 		return fmt.Errorf("adding %s artifact %s: %s: %w", kind, name, path, err)
 	}
+	ann := map[string]string{ocispec.AnnotationTitle: filepath.Base(path)}
+	if osInfo != nil {
+		ann[AnnotationOSFormat] = string(osInfo.Format)
+		ann[AnnotationOSUncompressedSize] = strconv.FormatInt(osInfo.UncompressedSize, 10)
+		if osInfo.UncompressedDigest != "" {
+			ann[AnnotationOSUncompressedDigest] = osInfo.UncompressedDigest.String()
+		}
+	}
+	m := ocispec.Manifest{
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: artifactType,
+		Config:       empty,
+		Layers:       []ocispec.Descriptor{{MediaType: layerType, Digest: d, Size: size, Annotations: ann}},
+	}
+	m.SchemaVersion = 2
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("adding %s artifact %s: encoding manifest: %w", kind, name, err)
+	}
+	md := digest.FromBytes(raw)
+	e.Digest = md
 	if err := s.putManifest(ctx, repo, e, ocispec.MediaTypeImageManifest, raw); err != nil {
 		return fmt.Errorf("adding %s artifact %s: %w", kind, name, err)
 	}
@@ -222,57 +218,104 @@ func (s *Store) addFileArtifact(ctx context.Context, kind Kind, name, tag, path,
 	return nil
 }
 
-// uncompressed reads an OS image through its decompressor and returns what the disk will hold.
-func uncompressed(path string, format OSFormat, head []byte) (*OSInfo, error) {
-	info := &OSInfo{Format: format}
-	if format == FormatQcow2 {
-		// Bytes 24-31 of the header hold the virtual disk size; the data itself stays qcow2.
-		if len(head) < 32 {
-			return nil, fmt.Errorf("qcow2 header is truncated")
-		}
-		size := binary.BigEndian.Uint64(head[24:32])
-		if size > math.MaxInt64 {
-			return nil, fmt.Errorf("qcow2 header gives a virtual size of %d bytes, which is not a disk", size)
-		}
-		info.UncompressedSize = int64(size)
-		return info, nil
-	}
+// writeFile streams a file into the store in one pass, hashing it as it goes and, for a
+// compressed OS image, decompressing and hashing the payload beside it into osInfo.
+func (s *Store) writeFile(ctx context.Context, repo distribution.Repository, e *entry, path, mediaType string, osInfo *OSInfo) (digest.Digest, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return "", 0, err
 	}
 	defer f.Close()
-	var r io.Reader = bufio.NewReaderSize(f, 1<<20)
-	switch format {
+	w, err := repo.Blobs(ctx).Create(ctx)
+	if err != nil {
+		return "", 0, err
+	}
+	h := sha256.New()
+	dst := io.MultiWriter(w, h)
+	var (
+		pw   *io.PipeWriter
+		done chan error
+	)
+	if osInfo != nil && osInfo.Format != FormatRaw && osInfo.Format != FormatQcow2 {
+		var pr *io.PipeReader
+		pr, pw = io.Pipe()
+		done = make(chan error, 1)
+		go func() {
+			err := decompressInto(pr, osInfo)
+			if err == nil {
+				_, err = io.Copy(io.Discard, pr) // let the writer finish even past the last frame
+			}
+			_ = pr.CloseWithError(err) // always nil
+			done <- err
+		}()
+		dst = io.MultiWriter(w, h, pw)
+	}
+	n, err := io.CopyBuffer(dst, f, make([]byte, 1<<20))
+	if pw != nil {
+		_ = pw.CloseWithError(err) // always nil
+		if derr := <-done; derr != nil {
+			err = fmt.Errorf("reading it as %s: %w", osInfo.Format, derr)
+		}
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		_ = w.Cancel(ctx)
+		return "", 0, err
+	}
+	d := digest.NewDigest(digest.SHA256, h)
+	if osInfo != nil && osInfo.Format == FormatRaw {
+		osInfo.UncompressedDigest, osInfo.UncompressedSize = d, n
+	}
+	if _, err := w.Commit(ctx, v1Descriptor(d, n, mediaType)); err != nil {
+		return "", 0, fmt.Errorf("writing blob %s: %w", d, err)
+	}
+	name := repo.Named().Name()
+	s.mu.Lock()
+	e.blobs[d] = n
+	if _, ok := s.blobs[d]; !ok {
+		written := make(chan struct{})
+		close(written)
+		s.blobs[d] = &blobWrite{done: written, repo: name, size: n}
+	}
+	s.mu.Unlock()
+	s.linked(name, d)
+	return d, n, nil
+}
+
+// decompressInto reads a compressed OS image and records what the disk will hold.
+func decompressInto(r io.Reader, info *OSInfo) error {
+	switch info.Format {
 	case FormatRawZstd:
 		zr, err := zstd.NewReader(r)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		defer zr.Close()
 		r = zr
 	case FormatRawGzip:
 		gr, err := gzip.NewReader(r)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		defer gr.Close()
 		r = gr
 	case FormatRawXz:
 		xr, err := xz.NewReader(r)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r = xr
 	}
 	h := sha256.New()
-	n, err := io.Copy(h, r)
+	n, err := io.CopyBuffer(h, r, make([]byte, 1<<20))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	info.UncompressedDigest = digest.NewDigest(digest.SHA256, h)
 	info.UncompressedSize = n
-	return info, nil
+	return nil
 }
 
 func v1Descriptor(d digest.Digest, size int64, mediaType string) ocispec.Descriptor {

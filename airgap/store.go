@@ -3,7 +3,6 @@ package airgap
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -608,19 +607,4 @@ func writeFileAtomic(path string, b []byte, t time.Time) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-// hashFile returns the sha256 digest and size of a file.
-func hashFile(path string) (digest.Digest, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, err
-	}
-	return digest.NewDigest(digest.SHA256, h), n, nil
 }

@@ -368,6 +368,10 @@ func TestStoreRejects(t *testing.T) {
 			n.Type = "grub"
 			return s.AddNetboot(ctx, n)
 		}, `type "grub"`},
+		{"corrupt zstd", func() error {
+			bad := write(t, t.TempDir(), "bad.zst", append([]byte{0x28, 0xb5, 0x2f, 0xfd}, bytes.Repeat([]byte{0xff}, 4000)...))
+			return s.AddOSImage(ctx, airgap.OSImage{Name: "broken", Path: bad})
+		}, "reading it as raw+zstd"},
 		{"missing file", func() error { return s.AddFile(ctx, airgap.File{Name: "gone", Path: "/nonexistent/gone"}) }, "no such file"},
 		{"bad artifact name", func() error { return s.AddFile(ctx, airgap.File{Name: "Bad Name", Path: f.file.Path}) }, `artifact name "Bad Name"`},
 	} {

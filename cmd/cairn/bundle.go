@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -181,44 +182,99 @@ func humanBytes(n int64) string {
 
 func newBundleVerifyCmd() *cobra.Command {
 	var keyPath string
+	format := "text"
 	cmd := &cobra.Command{
 		Use:   "verify DIR --key FILE",
 		Short: "Check a store's signature and re-hash every blob",
 		Long: `Checks that bundle.sig is the signature of bundle.json by the public key FILE, that every
 artifact's tag, manifests, configs and layers are present and linked as a registry needs them,
-and re-hashes every blob in parallel. Every problem is reported, one per line, naming the
-artifact and digest.
+that bundle.json's record of each artifact matches its manifests, and re-hashes every blob in
+parallel. Every problem is reported, one per line, naming the artifact and digest.
 
-Exit status: 0 when the store is intact, 1 when it is not, 2 when the command line is wrong.`,
-		Example: `  cairn bundle verify /run/cairn/medium --key site-a.pub`,
-		Args:    oneStore,
+Exit status: 0 when the store is intact, 1 when it is not, 2 when the command line is wrong.
+
+Formats: text (default), json (one object: intact, key, counts, bytes, seconds, MB/s, and
+problems with artifact, repository, digest and message).`,
+		Example: `  cairn bundle verify /run/cairn/medium --key site-a.pub
+  cairn bundle verify --format json ./out/store --key site-a.pub | jq -r '.problems[].message'`,
+		Args: oneStore,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			if format != "text" && format != "json" {
+				return &failure{code: exitUsage, err: fmt.Errorf("--format %q: expected text or json", format)}
+			}
 			pub, err := airgap.LoadPublicKey(keyPath)
 			if err != nil {
 				return &failure{code: exitUsage, err: fmt.Errorf("--key: %w", err)}
 			}
 			rep, err := airgap.Verify(cmd.Context(), args[0], pub)
 			var verr *airgap.VerifyError
-			if errors.As(err, &verr) {
-				fmt.Fprintln(cmd.ErrOrStderr(), verr.Error())
-				return &failure{code: exitFailed, err: errSilent}
-			}
-			if err != nil {
+			if err != nil && !errors.As(err, &verr) {
 				return err
 			}
-			secs := rep.Duration.Seconds()
-			rate := 0.0
-			if secs > 0 {
-				rate = float64(rep.Bytes) / 1e6 / secs
+			if format == "json" {
+				if err := writeVerifyJSON(cmd.OutOrStdout(), pub, rep, verr); err != nil {
+					return err
+				}
+			} else if verr != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), verr.Error())
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: intact, signed by key %s; %d artifacts, %d blobs, %s re-hashed in %s (%.0f MB/s)\n",
+					args[0], rep.KeyID, len(rep.Index.Artifacts), rep.Blobs, humanBytes(rep.Bytes), rep.Duration.Round(time.Millisecond), rate(rep))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: intact, signed by key %s; %d artifacts, %d blobs, %s re-hashed in %s (%.0f MB/s)\n",
-				args[0], rep.KeyID, len(rep.Index.Artifacts), rep.Blobs, humanBytes(rep.Bytes), rep.Duration.Round(time.Millisecond), rate)
+			if verr != nil {
+				return &failure{code: exitFailed, err: errSilent}
+			}
 			return nil
 		}),
 	}
 	cmd.Flags().StringVar(&keyPath, "key", "", "public key file (PREFIX.pub from cairn bundle keygen)")
+	cmd.Flags().StringVar(&format, "format", format, "output format: text or json")
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
+}
+
+// rate is the verification's read rate in MB/s.
+func rate(rep *airgap.Report) float64 {
+	if rep == nil || rep.Duration <= 0 {
+		return 0
+	}
+	return float64(rep.Bytes) / 1e6 / rep.Duration.Seconds()
+}
+
+type verifyJSON struct {
+	Intact    bool          `json:"intact"`
+	Key       string        `json:"key"`
+	Artifacts int           `json:"artifacts"`
+	Blobs     int           `json:"blobs"`
+	Bytes     int64         `json:"bytes"`
+	Seconds   float64       `json:"seconds"`
+	MBps      float64       `json:"mbPerSecond"`
+	Problems  []problemJSON `json:"problems"`
+}
+
+type problemJSON struct {
+	Artifact   string `json:"artifact"`
+	Repository string `json:"repository,omitempty"`
+	Digest     string `json:"digest,omitempty"`
+	Message    string `json:"message"`
+}
+
+func writeVerifyJSON(w io.Writer, pub ed25519.PublicKey, rep *airgap.Report, verr *airgap.VerifyError) error {
+	out := verifyJSON{Intact: verr == nil, Key: airgap.KeyID(pub), Problems: []problemJSON{}}
+	if rep != nil {
+		out.Blobs, out.Bytes, out.Seconds, out.MBps = rep.Blobs, rep.Bytes, rep.Duration.Seconds(), rate(rep)
+		if rep.Index != nil {
+			out.Artifacts = len(rep.Index.Artifacts)
+		}
+	}
+	if verr != nil {
+		for _, p := range verr.Problems {
+			out.Problems = append(out.Problems, problemJSON{Artifact: p.Artifact, Repository: p.Repository, Digest: p.Digest.String(), Message: p.Message})
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }
 
 func newBundleServeCmd() *cobra.Command {

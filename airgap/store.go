@@ -33,6 +33,11 @@ type StoreConfig struct {
 	Created time.Time
 	// Concurrency bounds parallel blob writes within one image. Zero means 4.
 	Concurrency int
+	// LinkFrom, when set, names a file already holding a blob's bytes (a build's verified
+	// download cache). The store hard-links it in place of copying the bytes, when both are on
+	// one filesystem; otherwise, or when LinkFrom has no file, it copies as usual. The file's
+	// content must match the digest: it is the caller's verified copy.
+	LinkFrom func(digest.Digest) (path string, ok bool)
 }
 
 // Store writes a content store: distribution v3's storage layout under Dir/docker/registry/v2,
@@ -43,6 +48,7 @@ type Store struct {
 	created time.Time
 	limit   int
 	ns      distribution.Namespace
+	link    func(digest.Digest) (string, bool)
 
 	mu        sync.Mutex
 	sealed    bool
@@ -97,6 +103,7 @@ func Create(ctx context.Context, cfg StoreConfig) (*Store, error) {
 		created:   created.UTC().Truncate(time.Second),
 		limit:     limit,
 		ns:        ns,
+		link:      cfg.LinkFrom,
 		artifacts: map[string]*entry{},
 		blobs:     map[digest.Digest]*blobWrite{},
 		repoBlobs: map[string]map[digest.Digest]bool{},
@@ -468,6 +475,11 @@ func (s *Store) mount(ctx context.Context, repo distribution.Repository, from st
 
 // writeBlob streams a blob into the store; distribution checks its digest before committing it.
 func (s *Store) writeBlob(ctx context.Context, repo distribution.Repository, d digest.Digest, size int64, mediaType string, open func() (io.ReadCloser, error)) error {
+	if s.link != nil {
+		if src, ok := s.link(d); ok && s.linkBlob(repo.Named().Name(), d, size, src) == nil {
+			return nil
+		}
+	}
 	rc, err := open()
 	if err != nil {
 		return fmt.Errorf("reading blob %s: %w", d, err)
@@ -490,6 +502,37 @@ func (s *Store) writeBlob(ctx context.Context, repo distribution.Repository, d d
 		return fmt.Errorf("writing blob %s: %w", d, err)
 	}
 	return nil
+}
+
+// linkBlob places a blob by hard-linking src, writing the same files distribution's blob
+// writer would: the blob's data file and the repository's layer link. Any failure (another
+// filesystem, a size that differs) leaves nothing behind, and the caller copies instead.
+func (s *Store) linkBlob(repo string, d digest.Digest, size int64, src string) error {
+	info, err := os.Stat(src)
+	if err != nil || size >= 0 && info.Size() != size {
+		return fmt.Errorf("linking blob %s from %s: not the expected file", d, src)
+	}
+	root := filepath.Join(s.dir, filepath.FromSlash(layout))
+	hex := d.Encoded()
+	data := filepath.Join(root, "blobs", d.Algorithm().String(), hex[:2], hex, "data")
+	link := filepath.Join(root, "repositories", filepath.FromSlash(repo), "_layers", d.Algorithm().String(), hex, "link")
+	//nolint:gosec // G301: the directory modes distribution's filesystem driver uses
+	if err := os.MkdirAll(filepath.Dir(data), 0o777); err != nil {
+		return err
+	}
+	if err := os.Link(src, data); err != nil {
+		return err
+	}
+	//nolint:gosec // G301: as above
+	err = os.MkdirAll(filepath.Dir(link), 0o777)
+	if err == nil {
+		//nolint:gosec // G306: the file mode distribution's filesystem driver uses
+		err = os.WriteFile(link, []byte(d.String()), 0o666)
+	}
+	if err != nil {
+		_ = os.Remove(data)
+	}
+	return err
 }
 
 // Seal writes bundle.json and bundle.sig, signed with key, and settles the tree for mastering:

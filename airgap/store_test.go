@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sync/errgroup"
 
@@ -460,4 +461,71 @@ func TestStoreOSFormats(t *testing.T) {
 func newKeyOnly(t testing.TB) ed25519.PrivateKey {
 	k, _ := newKey(t)
 	return k
+}
+
+// TestStoreLinkFrom writes the fixture twice, the second time hard-linking every blob from the
+// first store, as a build does from its cache: the trees are the same, the blobs share inodes,
+// and a file of the wrong size is copied around, not linked.
+func TestStoreLinkFrom(t *testing.T) {
+	f := newFixture(t)
+	key, pub := newKey(t)
+	first := t.TempDir()
+	writeStore(t, f, first, key, nil)
+	blobs := map[string]string{}
+	root := filepath.Join(first, "docker", "registry", "v2", "blobs", "sha256")
+	must(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "data" {
+			blobs["sha256:"+filepath.Base(filepath.Dir(p))] = p
+		}
+		return err
+	}))
+	wrong := write(t, t.TempDir(), "wrong", []byte("not the blob"))
+	var victim string
+	for d := range blobs {
+		victim = d
+		break
+	}
+	ctx := context.Background()
+	second := t.TempDir()
+	s, err := airgap.Create(ctx, airgap.StoreConfig{Dir: second, Created: epoch, LinkFrom: func(d digest.Digest) (string, bool) {
+		if d.String() == victim {
+			return wrong, true
+		}
+		p, ok := blobs[d.String()]
+		return p, ok
+	}})
+	must(t, err)
+	for _, add := range f.adds() {
+		must(t, add(ctx, s))
+	}
+	_, err = s.Seal(ctx, key)
+	must(t, err)
+
+	a, b := treeSums(t, first), treeSums(t, second)
+	for p, h := range a {
+		if b[p] != h {
+			t.Errorf("%s differs between a copied and a linked store", p)
+		}
+	}
+	if len(a) != len(b) {
+		t.Errorf("stores hold %d and %d files", len(a), len(b))
+	}
+	linked := 0
+	for d, p := range blobs {
+		fa, _ := os.Stat(p)
+		fb, err := os.Stat(filepath.Join(second, strings.TrimPrefix(p, first)))
+		must(t, err)
+		switch same := os.SameFile(fa, fb); {
+		case d == victim && same:
+			t.Errorf("blob %s was linked from a file of the wrong size", d)
+		case d != victim && same:
+			linked++
+		}
+	}
+	if linked == 0 {
+		t.Error("no blob was hard-linked")
+	}
+	if _, err := airgap.Verify(ctx, second, pub); err != nil {
+		t.Fatal(err)
+	}
 }

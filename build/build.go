@@ -282,7 +282,7 @@ func write(ctx context.Context, o Options, cfg *Config, key ed25519.PrivateKey, 
 		}
 	}()
 	storeDir := filepath.Join(tmp, "store")
-	store, err := airgap.Create(ctx, airgap.StoreConfig{Dir: storeDir, Created: o.Created, Concurrency: runtime.GOMAXPROCS(0) * 2})
+	store, err := airgap.Create(ctx, airgap.StoreConfig{Dir: storeDir, Created: o.Created, Concurrency: runtime.GOMAXPROCS(0) * 2, LinkFrom: f.cache.linkFrom})
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // Cache is the content-addressed cache a build fetches into: registry blobs and source files,
@@ -40,6 +42,16 @@ func (c *Cache) blobPath(hexDigest string) string {
 
 func (c *Cache) partialPath(hexDigest string) string {
 	return filepath.Join(c.Dir, "partial", hexDigest)
+}
+
+// linkFrom offers cached blobs to the store to hard-link (airgap.StoreConfig.LinkFrom).
+func (c *Cache) linkFrom(d digest.Digest) (string, bool) {
+	if d.Algorithm() != digest.SHA256 || d.Validate() != nil {
+		return "", false
+	}
+	p := c.blobPath(d.Encoded())
+	_, err := os.Stat(p)
+	return p, err == nil
 }
 
 // Has reports whether the cache holds the blob with this sha256 (hex).
@@ -184,6 +196,12 @@ func (b *teeBody) Close() error {
 		return err
 	}
 	if cerr := b.tmp.Close(); cerr != nil {
+		_ = os.Remove(b.tmp.Name())
+		return err
+	}
+	// The store may hard-link this file (see airgap.StoreConfig.LinkFrom): give it the mode
+	// the store's own files have.
+	if cerr := os.Chmod(b.tmp.Name(), 0o644); cerr != nil { //nolint:gosec // read by the store and the ISO
 		_ = os.Remove(b.tmp.Name())
 		return err
 	}

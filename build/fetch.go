@@ -91,6 +91,9 @@ func (f *fetcher) fetch(ctx context.Context, src source) (string, error) {
 		return "", fmt.Errorf("%w: %s from %s: expected sha256 %s, got %s (%d bytes); if the source changed on purpose, put the new sha256 in build.toml",
 			ErrChecksum, src.label(), src.Source, src.SHA256, got, size)
 	}
+	if err := os.Chmod(partial, 0o644); err != nil { //nolint:gosec // the store may hard-link it; see Cache
+		return "", fmt.Errorf("fetching %s: %w", src.label(), err)
+	}
 	if err := os.Rename(partial, f.cache.blobPath(src.SHA256)); err != nil {
 		return "", fmt.Errorf("fetching %s: %w", src.label(), err)
 	}

@@ -1,0 +1,169 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairn-appliance/cairn/daemon/api"
+	"github.com/cairn-appliance/cairn/daemon/reconcile"
+	"github.com/cairn-appliance/cairn/daemon/state"
+	"github.com/cairn-appliance/cairn/daemon/watch"
+	"github.com/cairn-appliance/cairn/site"
+)
+
+// converger keeps the state converged on the site directory: it loads the site whenever it
+// changes (or a reload is asked for), applies it when it is valid, and keeps the last good
+// site when it is not, publishing why.
+type converger struct {
+	dir    string
+	st     state.Store
+	log    *slog.Logger
+	notify func(string) // sd_notify lines
+
+	mu  sync.Mutex
+	cur api.Current
+	fp  string // fingerprint of the site last loaded
+
+	// beat is when the loop last went round (unix nanoseconds): the watchdog is fed only while
+	// it is recent, so a wedged loop gets the daemon restarted.
+	beat atomic.Int64
+}
+
+// Current implements api.Config.Current.
+func (c *converger) Current() api.Current {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
+// alive reports whether the loop went round within d.
+func (c *converger) alive(d time.Duration) bool {
+	return time.Since(time.Unix(0, c.beat.Load())) < d
+}
+
+// load reads the site and applies it if it is valid. It never applies half a site: an invalid
+// one changes nothing but the recorded attempt and the published error.
+func (c *converger) load(ctx context.Context, reason, fingerprint string) {
+	var g state.Generation
+	if err := c.st.View(ctx, func(tx state.Tx) (err error) { g, err = tx.Generation(); return err }); err != nil {
+		c.log.Error("reading the state", "err", err)
+		return
+	}
+	gen := g.Attempted + 1
+	log := c.log.With("site_generation", gen)
+	s, err := site.Load(c.dir)
+	c.mu.Lock()
+	c.fp, c.cur.LoadedAt = fingerprint, time.Now()
+	c.mu.Unlock()
+	if err != nil {
+		c.reject(ctx, log, gen, fingerprint, err)
+		return
+	}
+	p, err := reconcile.Apply(ctx, c.st, s, gen, fingerprint)
+	if err != nil {
+		c.reject(ctx, log, gen, fingerprint, err)
+		return
+	}
+	c.mu.Lock()
+	c.cur.Site, c.cur.LoadError = s, ""
+	c.mu.Unlock()
+	log.Info("site applied", "reason", reason, "changes", len(p.Items), "hosts", len(s.Hosts))
+	for _, it := range p.Items {
+		log.Info("host "+string(it.Action), "host", it.Host, "destructive", it.Destructive)
+	}
+	c.notify("STATUS=" + c.status(ctx))
+}
+
+// reject records and publishes why generation gen was not applied.
+func (c *converger) reject(ctx context.Context, log *slog.Logger, gen int64, fingerprint string, err error) {
+	msg := err.Error()
+	var problems site.Errors
+	if errors.As(err, &problems) {
+		msg = problems.Error()
+	}
+	if !errors.Is(err, reconcile.ErrRefused) { // Apply has recorded a refusal already
+		if aerr := reconcile.Attempt(ctx, c.st, gen, fingerprint, errors.New(msg)); aerr != nil {
+			log.Error("recording the failed site load", "err", aerr)
+		}
+	}
+	c.mu.Lock()
+	c.cur.LoadError = msg
+	c.mu.Unlock()
+	first, _, _ := strings.Cut(msg, "\n")
+	log.Error("site not applied; the last good site stays", "err", first, "problems", strings.Count(msg, "\n")+1)
+	c.notify("STATUS=" + c.status(ctx))
+}
+
+// status is the STATUS= line systemctl status shows: generation, hosts by phase, last error.
+func (c *converger) status(ctx context.Context) string {
+	var g state.Generation
+	counts := map[state.Phase]int{}
+	_ = c.st.View(ctx, func(tx state.Tx) error {
+		g, _ = tx.Generation()
+		hosts, err := tx.Hosts()
+		for _, h := range hosts {
+			counts[h.Phase]++
+		}
+		return err
+	})
+	cur := c.Current()
+	var b strings.Builder
+	if cur.Site != nil {
+		fmt.Fprintf(&b, "site %s generation %d", cur.Site.Settings.Name, g.Applied)
+	} else {
+		b.WriteString("no site applied yet")
+	}
+	var parts []string
+	total := 0
+	for _, p := range state.Phases {
+		if n := counts[p]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, p))
+			total += n
+		}
+	}
+	fmt.Fprintf(&b, "; %d hosts", total)
+	if len(parts) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(parts, ", "))
+	}
+	if cur.LoadError != "" {
+		first, _, _ := strings.Cut(cur.LoadError, "\n")
+		fmt.Fprintf(&b, "; last edit rejected: %s", first)
+	}
+	return b.String()
+}
+
+// run loads the site once, then follows the watcher and reload requests until ctx ends.
+func (c *converger) run(ctx context.Context, w *watch.Watcher, reload <-chan os.Signal, ready func()) error {
+	c.beat.Store(time.Now().UnixNano())
+	c.load(ctx, "start", w.Fingerprint())
+	ready()
+	watched := make(chan error, 1)
+	go func() { watched <- w.Run(ctx) }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return <-watched
+		case err := <-watched:
+			return fmt.Errorf("watching the site: %w", err)
+		case <-tick.C:
+		case <-reload:
+			c.notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
+			w.Trigger("systemctl reload")
+		case ch := <-w.C:
+			c.load(ctx, ch.Reason, ch.Fingerprint)
+			if strings.HasPrefix(ch.Reason, "forced") {
+				c.notify("READY=1")
+			}
+		}
+		c.beat.Store(time.Now().UnixNano())
+	}
+}

@@ -79,7 +79,7 @@ func (p *Plan) check(output, cache string) error {
 		need := p.Unique + p.Fetch
 		if uint64(need) > p.Output.Free { //nolint:gosec // sizes are not negative
 			return fmt.Errorf("%w: %s needs %s on the filesystem of %s and %s (the store, and the download cache), which has %s free; free some space, or put --cache or -o on another filesystem",
-				ErrNoSpace, "the build", human(need), output, cache, human(int64(p.Output.Free))) //nolint:gosec // free space fits
+				ErrNoSpace, "the build", FormatBytes(need), output, cache, FormatBytes(int64(p.Output.Free))) //nolint:gosec // free space fits
 		}
 		return nil
 	}
@@ -89,7 +89,7 @@ func (p *Plan) check(output, cache string) error {
 	}{{p.Output, "the store", "-o"}, {p.Cache, "the download cache", "--cache"}} {
 		if uint64(s.Need) > s.Free { //nolint:gosec // sizes are not negative
 			return fmt.Errorf("%w: %s needs %s on the filesystem of %s, which has %s free; free some space or give another %s",
-				ErrNoSpace, s.what, human(s.Need), s.Path, human(int64(s.Free)), s.flag) //nolint:gosec // free space fits
+				ErrNoSpace, s.what, FormatBytes(s.Need), s.Path, FormatBytes(int64(s.Free)), s.flag) //nolint:gosec // free space fits
 		}
 	}
 	return nil
@@ -106,29 +106,29 @@ func (p *Plan) Print(w io.Writer) error {
 		}
 		size := "?"
 		if a.Size >= 0 {
-			size = human(a.Size)
+			size = FormatBytes(a.Size)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", a.Kind, a.Name, plat, size, human(a.Cached))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", a.Kind, a.Name, plat, size, FormatBytes(a.Cached))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	saved := p.Total - p.Unique
 	fmt.Fprintf(w, "\n%d artifacts: %s, %s once shared blobs are stored once (%s saved); %s to download\n",
-		len(p.Artifacts), human(p.Total), human(p.Unique), human(saved), human(p.Fetch))
+		len(p.Artifacts), FormatBytes(p.Total), FormatBytes(p.Unique), FormatBytes(saved), FormatBytes(p.Fetch))
 	if p.Unknown > 0 {
 		fmt.Fprintf(w, "%d artifact(s) of unknown size are not counted: they are sized when fetched\n", p.Unknown)
 	}
 	if p.Output.Path != "" {
 		fmt.Fprintf(w, "free space: %s at %s (needs %s), %s at %s (needs %s)\n",
-			human(int64(p.Output.Free)), p.Output.Path, human(p.Output.Need), //nolint:gosec // free space fits
-			human(int64(p.Cache.Free)), p.Cache.Path, human(p.Cache.Need)) //nolint:gosec // free space fits
+			FormatBytes(int64(p.Output.Free)), p.Output.Path, FormatBytes(p.Output.Need), //nolint:gosec // free space fits
+			FormatBytes(int64(p.Cache.Free)), p.Cache.Path, FormatBytes(p.Cache.Need)) //nolint:gosec // free space fits
 	}
 	return nil
 }
 
-// human formats a byte count with a binary unit.
-func human(n int64) string {
+// FormatBytes formats a byte count as people read it, with a binary unit: "1.5 MiB".
+func FormatBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

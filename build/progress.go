@@ -111,7 +111,7 @@ func (t *lineTracker) finish(err error) {
 		fmt.Fprintf(t.p.w, "failed  %s after %s: %v\n", t.label, elapsed, err)
 		return
 	}
-	fmt.Fprintf(t.p.w, "done    %s  %s fetched in %s\n", t.label, human(done), elapsed)
+	fmt.Fprintf(t.p.w, "done    %s  %s fetched in %s\n", t.label, FormatBytes(done), elapsed)
 }
 
 // Images whose layer reads are counted, for progress.

@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,16 +21,16 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/bench/anchor"
 	"github.com/cairn-appliance/cairn/build"
 )
 
 // The workload: 6 images of 100 MiB each (600 MiB in all), built on two 64 MiB base layers that
 // three images each share, as images built FROM a common base do.
 const (
-	images         = 6
-	baseSize       = 64 << 20
-	ownSize        = 36 << 20
-	dockerRegistry = "/usr/bin/docker-registry"
+	images   = 6
+	baseSize = 64 << 20
+	ownSize  = 36 << 20
 )
 
 // BenchmarkBuild pulls the workload from a loopback docker-registry (Debian's, distribution
@@ -42,15 +39,12 @@ const (
 // a warm rebuild (same cache, new output). Goals: cairn time <= skopeo time, cairn bytes <=
 // 0.7x skopeo's, warm rebuild < 5% of the cold build.
 func BenchmarkBuild(b *testing.B) {
-	if _, err := os.Stat(dockerRegistry); err != nil {
-		b.Skipf("%s is not installed; this benchmark's registry is Debian's docker-registry: run scripts/deps.sh", dockerRegistry)
-	}
 	skopeo, err := exec.LookPath("skopeo")
 	if err != nil {
 		b.Skip("skopeo is not installed; it is this benchmark's anchor: run scripts/deps.sh")
 	}
 	root := b.TempDir()
-	host := startRegistry(b, filepath.Join(root, "registry"))
+	host := anchor.StartDockerRegistry(b, filepath.Join(root, "registry"), false)
 	refs := pushWorkload(b, host)
 	dir := filepath.Join(root, "project")
 	writeProject(b, dir, refs)
@@ -129,56 +123,6 @@ func du(b *testing.B, dir string) int64 {
 		b.Fatal(err)
 	}
 	return n
-}
-
-// startRegistry runs docker-registry on loopback over an empty root and returns host:port.
-func startRegistry(b *testing.B, root string) string {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	conf := filepath.Join(b.TempDir(), "config.yml")
-	err = os.WriteFile(conf, []byte(fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  maintenance:
-    uploadpurging:
-      enabled: false
-  redirect:
-    disable: true
-http:
-  addr: %s
-`, root, addr)), 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var logs strings.Builder
-	cmd := exec.Command(dockerRegistry, "serve", conf)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return addr
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("docker-registry did not answer on %s: %v\n%s", addr, err, logs.String())
-		}
-	}
 }
 
 // pushWorkload pushes the six images and returns their references.

@@ -10,14 +10,12 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +27,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/bench/anchor"
 )
 
 // The workload the issue sets: 32 clients pulling one 256 MiB image of 8 layers.
@@ -41,7 +40,6 @@ const (
 	smallRepo, smallTag = "bench.local/agent", "1"
 	smallLayers         = 2
 	smallLayerSize      = 1 << 20
-	dockerRegistry      = "/usr/bin/docker-registry"
 )
 
 var (
@@ -179,8 +177,8 @@ func copyTree(src, dst string) error {
 // startDockerRegistry runs Debian's docker-registry, read-only, over a copy of the store.
 func startDockerRegistry(b *testing.B, dir string) string {
 	b.Helper()
-	if _, err := os.Stat(dockerRegistry); err != nil {
-		b.Skipf("%s is not installed; the anchor of this benchmark is Debian's docker-registry: run scripts/deps.sh or apt-get install docker-registry", dockerRegistry)
+	if _, err := os.Stat(anchor.DockerRegistry); err != nil {
+		b.Skipf("%s is not installed; the anchor of this benchmark is Debian's docker-registry: run scripts/deps.sh or apt-get install docker-registry", anchor.DockerRegistry)
 	}
 	cp := filepath.Join(tmpRoot, "docker-registry-copy")
 	if _, err := os.Stat(cp); errors.Is(err, fs.ErrNotExist) {
@@ -188,60 +186,7 @@ func startDockerRegistry(b *testing.B, dir string) string {
 			b.Fatalf("copying the store for docker-registry: %v", err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	conf := fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  maintenance:
-    uploadpurging:
-      enabled: false
-    readonly:
-      enabled: true
-  cache:
-    blobdescriptor: inmemory
-  redirect:
-    disable: true
-http:
-  addr: %s
-`, cp, addr)
-	confPath := filepath.Join(tmpRoot, "docker-registry.yml")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	var logs strings.Builder
-	cmd := exec.Command(dockerRegistry, "serve", confPath)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("starting docker-registry: %v", err)
-	}
-	b.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	base := "http://" + addr
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		resp, err := http.Get(base + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("docker-registry did not answer on %s within 15s: %v\n%s", addr, err, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return "http://" + anchor.StartDockerRegistry(b, cp, true)
 }
 
 func serveCairn(b *testing.B, dir string) string {

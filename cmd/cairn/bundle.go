@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/build"
 )
 
 func newBundleCmd() *cobra.Command {
@@ -137,7 +138,7 @@ func printIndex(w io.Writer, dir string, ix *airgap.Index) {
 	for _, a := range ix.Artifacts {
 		detail := strings.Join(a.Platforms, ",")
 		if a.OS != nil {
-			detail = fmt.Sprintf("%s, %s uncompressed", a.OS.Format, humanBytes(a.OS.UncompressedSize))
+			detail = fmt.Sprintf("%s, %s uncompressed", a.OS.Format, build.FormatBytes(a.OS.UncompressedSize))
 		}
 		if detail == "" {
 			detail = "-"
@@ -146,7 +147,7 @@ func printIndex(w io.Writer, dir string, ix *airgap.Index) {
 		if tag == "" {
 			tag = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Kind, a.Repository, tag, humanBytes(a.Size), detail, shortDigest(a.Digest.String()))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Kind, a.Repository, tag, build.FormatBytes(a.Size), detail, shortDigest(a.Digest.String()))
 	}
 	_ = tw.Flush()
 	t := ix.Totals
@@ -156,7 +157,7 @@ func printIndex(w io.Writer, dir string, ix *airgap.Index) {
 		pct = 100 * float64(saved) / float64(t.Bytes)
 	}
 	fmt.Fprintf(w, "\n%d artifacts, %d blobs; %s referenced, %s stored; de-duplication saved %s (%.1f%%). Created %s.\n",
-		t.Artifacts, t.Blobs, humanBytes(t.Bytes), humanBytes(t.StoredBytes), humanBytes(saved), pct, ix.Created)
+		t.Artifacts, t.Blobs, build.FormatBytes(t.Bytes), build.FormatBytes(t.StoredBytes), build.FormatBytes(saved), pct, ix.Created)
 	fmt.Fprintf(w, "Not verified here: cairn bundle verify %s --key KEY.pub checks the signature and every blob.\n", dir)
 }
 
@@ -165,19 +166,6 @@ func shortDigest(d string) string {
 		return d[:i+13]
 	}
 	return d
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func newBundleVerifyCmd() *cobra.Command {
@@ -219,7 +207,7 @@ problems with artifact, repository, digest and message).`,
 				fmt.Fprintln(cmd.ErrOrStderr(), verr.Error())
 			} else {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: intact, signed by key %s; %d artifacts, %d blobs, %s re-hashed in %s (%.0f MB/s)\n",
-					args[0], rep.KeyID, len(rep.Index.Artifacts), rep.Blobs, humanBytes(rep.Bytes), rep.Duration.Round(time.Millisecond), rate(rep))
+					args[0], rep.KeyID, len(rep.Index.Artifacts), rep.Blobs, build.FormatBytes(rep.Bytes), rep.Duration.Round(time.Millisecond), rate(rep))
 			}
 			if verr != nil {
 				return &failure{code: exitFailed, err: errSilent}

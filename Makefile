@@ -33,10 +33,10 @@ test-full: test vmtest ## test, then every fuzz target for FUZZTIME (default 30s
 	done
 
 vmtest: ## VM tier: QEMU scenarios (opt-in tests, turned on here)
-	CAIRN_VMTEST=1 $(GO) test -count=1 -timeout 50m ./vmtest/...
+	CAIRN_VMTEST=1 $(GO) test -count=1 -v -timeout 50m ./vmtest/...
 
-appliance-base: ## build the appliance OS base (vmlinuz, initrd, squashfs) unless cached; APPLIANCE_CACHE=dir
-	$(GO) run ./appliance/mkbase $(if $(APPLIANCE_CACHE),-cache $(APPLIANCE_CACHE))
+appliance-base: ## build the appliance OS base (vmlinuz, initrd, squashfs) unless cached; CAIRN_APPLIANCE_CACHE=dir
+	$(GO) run ./appliance/mkbase $(if $(CAIRN_APPLIANCE_CACHE),-cache $(CAIRN_APPLIANCE_CACHE))
 
 bench: ## benchmarks, each beside the anchor it is compared with
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

@@ -150,3 +150,10 @@ func TestFindMediumTimesOut(t *testing.T) {
 		t.Fatalf("FindMedium(no label) = %v, want an error naming medium_label", err)
 	}
 }
+
+func TestDefaultCacheDirHonoursEnv(t *testing.T) {
+	t.Setenv(CacheEnv, "/srv/bases")
+	if d, err := DefaultCacheDir(); err != nil || d != "/srv/bases" {
+		t.Fatalf("DefaultCacheDir() with %s set = %q, %v, want /srv/bases", CacheEnv, d, err)
+	}
+}

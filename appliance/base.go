@@ -55,9 +55,15 @@ func RecipeKey() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// DefaultCacheDir is where bases are kept unless told otherwise: cairn/appliance-base under the
-// user cache directory (~/.cache on Linux).
+// CacheEnv names the environment variable that, when set, overrides DefaultCacheDir.
+const CacheEnv = "CAIRN_APPLIANCE_CACHE"
+
+// DefaultCacheDir is where bases are kept unless told otherwise: $CAIRN_APPLIANCE_CACHE, else
+// cairn/appliance-base under the user cache directory (~/.cache on Linux).
 func DefaultCacheDir() (string, error) {
+	if d := os.Getenv(CacheEnv); d != "" {
+		return d, nil
+	}
 	d, err := os.UserCacheDir()
 	if err != nil {
 		return "", fmt.Errorf("finding the appliance base cache: %w; give a cache directory", err)

@@ -92,7 +92,7 @@ func makeFixture() (*fixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.base, err = appliance.Build(ctx, appliance.BuildConfig{CacheDir: os.Getenv("CAIRN_APPLIANCE_CACHE"), Log: logf})
+	f.base, err = appliance.Build(ctx, appliance.BuildConfig{Log: logf}) // $CAIRN_APPLIANCE_CACHE or ~/.cache
 	logf.Close()
 	if err != nil {
 		b, _ := os.ReadFile(logPath)

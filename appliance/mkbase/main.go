@@ -16,7 +16,7 @@ import (
 )
 
 func main() {
-	cache := flag.String("cache", "", "directory that keeps one base per recipe key (default: ~/.cache/cairn/appliance-base)")
+	cache := flag.String("cache", "", "directory that keeps one base per recipe key (default: $CAIRN_APPLIANCE_CACHE, else ~/.cache/cairn/appliance-base)")
 	mirror := flag.String("mirror", "", "Debian mirror to install from (default: http://deb.debian.org/debian)")
 	flag.Parse()
 

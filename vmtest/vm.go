@@ -118,7 +118,8 @@ func New(t testing.TB, opts Options) *VM {
 	return vm
 }
 
-// keptDir makes a directory for t's files that survives a failed test, for its logs.
+// keptDir makes a directory for t's files that survives a failed test, for its logs, or every
+// test with CAIRN_VMTEST_KEEP=1. CAIRN_VMTEST_LOGS says where (default: the temp directory).
 func keptDir(t testing.TB, what string) string {
 	t.Helper()
 	name := regexp.MustCompile(`[^A-Za-z0-9_-]+`).ReplaceAllString(t.Name(), "_")
@@ -127,7 +128,7 @@ func keptDir(t testing.TB, what string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("CAIRN_VMTEST_KEEP") == "1" {
 			t.Logf("vmtest: kept %s for its logs", dir)
 			return
 		}

@@ -46,9 +46,10 @@ type Watcher struct {
 
 	cfg    Config
 	c      chan Change
-	force  chan string
-	last   string
-	parent string
+	force    chan string
+	last     string
+	baseline bool // last was set by Fingerprint before Run
+	parent   string
 }
 
 // New checks cfg and returns a Watcher; Run starts it.
@@ -74,9 +75,14 @@ func New(cfg Config) (*Watcher, error) {
 	return &Watcher{C: c, cfg: cfg, c: c, force: make(chan string, 1), parent: filepath.Dir(abs)}, nil
 }
 
-// Fingerprint returns the fingerprint of the site as Run would compute it now, so that the
-// daemon can record what its first load saw.
-func (w *Watcher) Fingerprint() string { return fingerprint(w.cfg.Dir) }
+// Fingerprint returns the fingerprint of the site now and makes it the baseline Run compares
+// with: call it just before loading the site, and anything that changes after it is reported,
+// even if it changes before Run has its watches in place.
+func (w *Watcher) Fingerprint() string {
+	w.last = fingerprint(w.cfg.Dir)
+	w.baseline = true
+	return w.last
+}
 
 // Trigger asks for a reload whatever the fingerprint says (systemctl reload, SIGHUP).
 func (w *Watcher) Trigger(reason string) {
@@ -86,8 +92,8 @@ func (w *Watcher) Trigger(reason string) {
 	}
 }
 
-// Run watches until ctx ends. The first fingerprint is taken as already known: Run reports
-// only changes after it started.
+// Run watches until ctx ends. It reports changes since Fingerprint was called or, without that,
+// since Run started.
 func (w *Watcher) Run(ctx context.Context) error {
 	fw, err := fsnotify.NewBufferedWatcher(1024)
 	if err != nil {
@@ -95,7 +101,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	defer fw.Close()
 	w.rewatch(fw)
-	w.last = fingerprint(w.cfg.Dir)
+	if w.baseline {
+		w.settle(fw, "changed while the watch started", false) // reports only if it moved
+	} else {
+		w.last = fingerprint(w.cfg.Dir)
+	}
 
 	var (
 		quiet, maxWait <-chan time.Time

@@ -193,3 +193,20 @@ func TestBurstIsOneReload(t *testing.T) {
 	}
 	h.expect(1, "50 writes in a row")
 }
+
+// TestChangeBeforeRun covers the gap between loading a site and having the watches in place:
+// a change there is reported as soon as Run starts.
+func TestChangeBeforeRun(t *testing.T) {
+	site := newSite(t)
+	w, err := New(Config{Dir: site, Quiet: 100 * time.Millisecond, Resync: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Fingerprint() // what the daemon loads
+	write(t, filepath.Join(site, "hosts", "b.toml"), "x")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = w.Run(ctx) }()
+	h := &harness{t: t, site: site, w: w}
+	h.expect(1, "a change made before Run started")
+}

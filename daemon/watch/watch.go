@@ -44,8 +44,8 @@ type Change struct {
 type Watcher struct {
 	C <-chan Change
 
-	cfg    Config
-	c      chan Change
+	cfg      Config
+	c        chan Change
 	force    chan string
 	last     string
 	baseline bool // last was set by Fingerprint before Run

@@ -157,3 +157,25 @@ func TestDefaultCacheDirHonoursEnv(t *testing.T) {
 		t.Fatalf("DefaultCacheDir() with %s set = %q, %v, want /srv/bases", CacheEnv, d, err)
 	}
 }
+
+func TestWriteCairnLayer(t *testing.T) {
+	exe, err := os.Executable() // the test binary: an x86-64 ELF executable like cairn
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := WriteCairnLayer(dir, exe); err != nil {
+		t.Fatalf("WriteCairnLayer(test binary) = %v", err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, BinaryPath))
+	if err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("layer binary: %v, mode %v; want mode 0755", err, fi.Mode())
+	}
+	script := filepath.Join(t.TempDir(), "cairn")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteCairnLayer(t.TempDir(), script); err == nil || !strings.Contains(err.Error(), "give a Linux build of cairn") {
+		t.Fatalf("WriteCairnLayer(shell script) = %v, want an error asking for a Linux build", err)
+	}
+}

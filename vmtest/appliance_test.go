@@ -102,12 +102,15 @@ func makeFixture() (*fixture, error) {
 	SetProbeKernel(filepath.Join(f.base, appliance.KernelFile))
 
 	// The cairn binary, in a layer of its own.
-	f.layer = filepath.Join(work, "layer")
-	bin := filepath.Join(f.layer, "usr", "local", "bin", "cairn")
+	bin := filepath.Join(work, "cairn")
 	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/cairn-appliance/cairn/cmd/cairn")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building cairn for the appliance: %w\n%s", err, out)
+	}
+	f.layer = filepath.Join(work, "layer")
+	if err := appliance.WriteCairnLayer(f.layer, bin); err != nil {
+		return nil, err
 	}
 
 	// A store with one container image and one OS image.

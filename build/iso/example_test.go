@@ -22,7 +22,13 @@ func Example() {
 	}
 	// The layer is a directory tree laid over the base's root: here, just the binary.
 	layer := filepath.Join(os.TempDir(), "cairn-layer")
-	// ... copy the cairn executable to layer/usr/local/bin/cairn, mode 0755 ...
+	exe, err := os.Executable() // a CGO_ENABLED=0 build of cairn runs on any appliance
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := appliance.WriteCairnLayer(layer, exe); err != nil {
+		log.Fatal(err)
+	}
 
 	epoch, err := airgap.SourceDateEpoch() // zero when SOURCE_DATE_EPOCH is unset: then "now"
 	if err != nil {

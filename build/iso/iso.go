@@ -186,8 +186,11 @@ type master struct {
 }
 
 func (m *master) graft(isoPath, diskPath string) {
-	m.grafts = append(m.grafts, "/"+isoPath+"="+diskPath)
+	m.grafts = append(m.grafts, "/"+isoPath+"="+graftEscape.Replace(diskPath))
 }
+
+// graftEscape escapes what xorriso's -graft-points reads specially in a path.
+var graftEscape = strings.NewReplacer(`\`, `\\`, "=", `\=`)
 
 func (m *master) env() []string {
 	return append(os.Environ(), "SOURCE_DATE_EPOCH="+strconv.FormatInt(m.cfg.SourceDateEpoch.Unix(), 10), "TZ=UTC", "LC_ALL=C")

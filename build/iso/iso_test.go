@@ -33,7 +33,7 @@ func fakeBase(t *testing.T) string {
 func sealedStore(t *testing.T) string {
 	t.Helper()
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "store")
+	dir := filepath.Join(t.TempDir(), "my=store") // '=' must reach xorriso escaped
 	st, err := airgap.Create(ctx, airgap.StoreConfig{Dir: dir, Created: time.Unix(1700000000, 0)})
 	if err != nil {
 		t.Fatal(err)
@@ -180,5 +180,13 @@ func TestKernelArgs(t *testing.T) {
 	}
 	if !strings.HasSuffix(got, " quiet") {
 		t.Errorf("kernelArgs() = %q, want the extra arguments last", got)
+	}
+}
+
+func TestGraftEscape(t *testing.T) {
+	m := &master{}
+	m.graft("cairn/store", `/srv/a=b\c`)
+	if want := `/cairn/store=/srv/a\=b\\c`; m.grafts[0] != want {
+		t.Errorf("graft = %q, want %q", m.grafts[0], want)
 	}
 }

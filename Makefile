@@ -17,8 +17,8 @@ FUZZTIME ?= 30s
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/cairn and the static bin/cairn-agent
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/cairn ./cmd/cairn
+build: ## build the static bin/cairn (it also runs on the appliance) and bin/cairn-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/cairn ./cmd/cairn
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/cairn-agent ./cmd/cairn-agent
 
 test: ## unit and integration tests with the race detector (go test -race ./...)
@@ -50,11 +50,10 @@ schema: build ## regenerate docs/schema/*.json from the site model
 	@mkdir -p docs/schema
 	@for k in site host role all; do bin/cairn site schema --kind $$k > docs/schema/$$k.json; done
 
-demo: build ## build cairn, validate the example site and show it
-	@echo "== cairn version"; bin/cairn version
-	@echo; echo "== cairn site validate examples/site"; bin/cairn site validate examples/site
-	@echo; echo "== cairn site show examples/site"; bin/cairn site show examples/site
-	@echo; echo "cairn $(VERSION) checks sites; building and booting the appliance ISO is not implemented yet."
+demo: build ## the main job, offline: validate the example site, build the example ISO, boot it in QEMU
+	@echo "== cairn site validate examples/site"; bin/cairn site validate examples/site
+	@echo; echo "== cairn site plan examples/site (against an empty state)"; bin/cairn site plan examples/site || test $$? -eq 2
+	$(GO) run ./examples/demo -cairn bin/cairn -out out/demo
 
 clean: ## remove build output
 	rm -rf bin

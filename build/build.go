@@ -3,6 +3,8 @@ package build
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,9 +17,12 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	getter "github.com/hashicorp/go-getter/v2"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/appliance"
+	"github.com/cairn-appliance/cairn/build/iso"
 	"github.com/cairn-appliance/cairn/site"
 )
 
@@ -37,6 +42,15 @@ type Options struct {
 
 	// Attempts is how often a source download is tried before the build fails; 0 means 3.
 	Attempts int
+
+	// ISO, when set, is the bootable ISO to master from the store (see masterISO).
+	ISO string
+	// VolumeLabel names the ISO's volume; empty means iso.DefaultLabel.
+	VolumeLabel string
+	// CairnBinary is the cairn executable the appliance runs; empty means this process's.
+	CairnBinary string
+	// Log receives the output of the tools that build the base and master the ISO.
+	Log io.Writer
 }
 
 // Result is what a build did.
@@ -44,6 +58,7 @@ type Result struct {
 	Plan  *Plan
 	Lock  *Lock
 	Index *airgap.Index // nil for a plan
+	ISO   *iso.Result   // when Options.ISO was set
 
 	BlobsFetched int64 // registry blobs downloaded
 	BlobBytes    int64
@@ -126,7 +141,86 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Index, err = write(ctx, o, cfg, key, images, sources, f)
 	res.BlobsFetched, res.BlobBytes, res.BlobsCached = counters.BlobsFetched.Load(), counters.BlobBytes.Load(), counters.BlobsCached.Load()
+	if err != nil || o.ISO == "" {
+		return res, err
+	}
+	res.ISO, err = masterISO(ctx, o, cfg, f)
 	return res, err
+}
+
+// masterISO puts the appliance base, a layer with the cairn binary, the store at o.Output and
+// the site seed on a bootable hybrid ISO at o.ISO (and o.ISO + ".sha256").
+func masterISO(ctx context.Context, o Options, cfg *Config, f *fetcher) (*iso.Result, error) {
+	base, err := applianceBase(ctx, o, cfg, f)
+	if err != nil {
+		return nil, err
+	}
+	exe := o.CairnBinary
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("finding the cairn binary to put on the ISO (give --cairn-binary): %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(o.ISO), 0o755); err != nil { //nolint:gosec // the ISO is for everyone
+		return nil, err
+	}
+	layer, err := os.MkdirTemp(filepath.Dir(o.ISO), ".cairn-layer-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(layer)
+	if err := appliance.WriteCairnLayer(layer, exe); err != nil {
+		return nil, err
+	}
+	seed := ""
+	if cfg.Site.Seed != "" {
+		seed = cfg.Resolve(cfg.Site.Seed)
+	}
+	return iso.Master(ctx, iso.Config{
+		Base: base, Layers: []string{layer}, Store: o.Output, SiteSeed: seed, Output: o.ISO,
+		VolumeLabel: o.VolumeLabel, SourceDateEpoch: o.Created, Log: o.Log,
+	})
+}
+
+// applianceBase returns a directory holding the appliance base: [appliance] base when
+// build.toml names one (a directory, or any go-getter source, an archive included, fetched into
+// the cache), else the base built from appliance/'s recipe (cached by its hash).
+func applianceBase(ctx context.Context, o Options, cfg *Config, f *fetcher) (string, error) {
+	src := cfg.Appliance.Base
+	if src == "" {
+		return appliance.Build(ctx, appliance.BuildConfig{Log: o.Log})
+	}
+	if dir := cfg.Resolve(src); appliance.CheckBase(dir) == nil {
+		return dir, nil
+	}
+	sum := sha256.Sum256([]byte(src + "\x00" + cfg.Appliance.SHA256))
+	dir := filepath.Join(f.cache.Dir, "bases", hex.EncodeToString(sum[:]))
+	if appliance.CheckBase(dir) == nil {
+		return dir, nil
+	}
+	get := src
+	if cfg.Appliance.SHA256 != "" {
+		sep := "?"
+		if strings.Contains(get, "?") {
+			sep = "&"
+		}
+		get += sep + "checksum=sha256:" + cfg.Appliance.SHA256
+	}
+	tmp := dir + ".partial"
+	_ = os.RemoveAll(tmp)
+	client := &getter.Client{} // archives are unpacked: a base is often published as one
+	if _, err := client.Get(ctx, &getter.Request{Src: get, Dst: tmp, Pwd: f.pwd, GetMode: getter.ModeAny}); err != nil {
+		_ = os.RemoveAll(tmp)
+		return "", fmt.Errorf("fetching the appliance base (appliance.base in %s) from %s: %w", cfg.Path, src, err)
+	}
+	if err := appliance.CheckBase(tmp); err != nil {
+		_ = os.RemoveAll(tmp)
+		return "", fmt.Errorf("the appliance base from %s: %w", src, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return "", err
+	}
+	return dir, nil
 }
 
 func cmpOr(v, def int) int {

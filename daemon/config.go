@@ -21,8 +21,14 @@ type Config struct {
 	// Store is the store's path on the medium, or an absolute path to serve a store from
 	// anywhere else (then no medium is looked for).
 	Store string `toml:"store"`
-	// Site is the site seed's path on the medium. Unused until the daemon converges sites.
+	// Site is the site seed's path on the medium (or an absolute path): copied to SiteDir when
+	// SiteDir does not exist yet, on the appliance's first boot.
 	Site string `toml:"site"`
+	// SiteDir is the site directory the daemon converges on: operators edit it (or git pull in
+	// it). Empty turns convergence off: the daemon only serves the store.
+	SiteDir string `toml:"site_dir"`
+	// State is the daemon's state file.
+	State string `toml:"state"`
 	// Listen is the registry's address.
 	Listen string `toml:"listen"`
 	// Upper, when set, is a writable store layered over the medium's.
@@ -31,7 +37,8 @@ type Config struct {
 
 // DefaultConfig is the configuration when no file says otherwise.
 func DefaultConfig() Config {
-	return Config{MediumLabel: "CAIRN", Store: "cairn/store", Site: "cairn/site", Listen: ":5000"}
+	return Config{MediumLabel: "CAIRN", Store: "cairn/store", Site: "cairn/site", Listen: ":5000",
+		SiteDir: "/var/lib/cairn/site", State: "/var/lib/cairn/state.db"}
 }
 
 // LoadConfig reads a configuration file over the defaults. Unknown keys are errors, so that a
@@ -46,7 +53,7 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		var strict *toml.StrictMissingError
 		if errors.As(err, &strict) {
-			return cfg, fmt.Errorf("%s: %s; the keys are medium_label, store, site, listen and upper", path, strings.TrimSpace(strict.String()))
+			return cfg, fmt.Errorf("%s: %s; the keys are medium_label, store, site, site_dir, state, listen and upper", path, strings.TrimSpace(strict.String()))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
@@ -57,6 +64,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if cfg.Listen == "" {
 		return cfg, fmt.Errorf("%s: listen is empty; give an address such as \":5000\"", path)
+	}
+	if cfg.SiteDir != "" && cfg.State == "" {
+		return cfg, fmt.Errorf("%s: state is empty; give the state file's path (/var/lib/cairn/state.db), or leave site_dir empty", path)
 	}
 	if cfg.Store == "" {
 		return cfg, fmt.Errorf("%s: store is empty; give the store's path on the medium (cairn/store)", path)

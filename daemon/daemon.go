@@ -16,6 +16,9 @@ import (
 
 	"github.com/cairn-appliance/cairn/airgap"
 	"github.com/cairn-appliance/cairn/appliance"
+	"github.com/cairn-appliance/cairn/daemon/api"
+	"github.com/cairn-appliance/cairn/daemon/state"
+	"github.com/cairn-appliance/cairn/daemon/watch"
 )
 
 // Notifier tells the service manager about the daemon's state (sd_notify(3) lines such as
@@ -57,6 +60,8 @@ type Options struct {
 	Cmdline string
 	// FindMedium locates the medium; nil means appliance.FindMedium. Tests replace it.
 	FindMedium func(context.Context, appliance.MediumConfig) (string, error)
+	// Version is shown by the status API and page.
+	Version string
 }
 
 // ReadyPrefix starts the line the daemon prints once it serves; VM tests wait for it on the
@@ -79,7 +84,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		stdout = io.Discard
 	}
 
-	storeDir, err := locateStore(ctx, cfg, opts, notifier)
+	storeDir, seed, err := locateStore(ctx, cfg, opts, notifier)
 	if err != nil {
 		return err
 	}
@@ -91,24 +96,60 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	var conv *converger
+	handler := reg
+	if cfg.SiteDir != "" {
+		var closeState func()
+		conv, handler, closeState, err = startConverging(cfg, seed, reg, log, notifier, opts)
+		if err != nil {
+			return err
+		}
+		defer closeState()
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("registry: listening on %s (listen in the daemon config): %w", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: reg, ReadHeaderTimeout: 30 * time.Second}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
 	addr := ln.Addr().String()
 	status := fmt.Sprintf("serving %d artifacts from %s on %s", ix.Totals.Artifacts, storeDir, addr)
-	if _, err := notifier.Notify("READY=1\nSTATUS=" + status); err != nil {
-		log.Warn("telling systemd the daemon is ready", "err", err)
+	ready := func() {
+		st := status
+		if conv != nil {
+			st = conv.status(ctx) + "; " + status
+		}
+		if _, err := notifier.Notify("READY=1\nSTATUS=" + st); err != nil {
+			log.Warn("telling systemd the daemon is ready", "err", err)
+		}
+		fmt.Fprintf(stdout, "%s registry=%s store=%s artifacts=%d\n", ReadyPrefix, addr, storeDir, ix.Totals.Artifacts)
+		log.Info("ready", "registry", addr, "store", storeDir, "artifacts", ix.Totals.Artifacts)
 	}
-	fmt.Fprintf(stdout, "%s registry=%s store=%s artifacts=%d\n", ReadyPrefix, addr, storeDir, ix.Totals.Artifacts)
-	log.Info("ready", "registry", addr, "store", storeDir, "artifacts", ix.Totals.Artifacts)
+	converged := make(chan error, 1)
+	reload := opts.Reload
+	if conv != nil {
+		// The site is loaded (and applied) before READY=1: systemctl start returns when the
+		// daemon serves what the site says.
+		w, err := watch.New(watch.Config{Dir: cfg.SiteDir})
+		if err != nil {
+			return err
+		}
+		readied := make(chan struct{})
+		go func() { converged <- conv.run(ctx, w, opts.Reload, func() { close(readied) }) }()
+		select {
+		case <-readied:
+		case err := <-converged:
+			return fmt.Errorf("loading the site: %w", err)
+		}
+		reload = nil // the converger answers reloads
+	}
+	ready()
 
 	var tick <-chan time.Time
-	if iv := notifier.WatchdogInterval(); iv > 0 {
+	iv := notifier.WatchdogInterval()
+	if iv > 0 {
 		t := time.NewTicker(iv / 3)
 		defer t.Stop()
 		tick = t.C
@@ -121,28 +162,87 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 			_, _ = notifier.Notify("STOPPING=1")
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			return srv.Shutdown(sctx)
+			err := srv.Shutdown(sctx)
+			if conv != nil {
+				err = errors.Join(err, <-converged)
+			}
+			return err
 		case err := <-served:
 			return fmt.Errorf("registry stopped serving: %w", err)
+		case err := <-converged:
+			return fmt.Errorf("converging the site: %w", err)
 		case <-tick:
-			// The watchdog is fed only while the registry answers, so a wedged server gets restarted.
+			// The watchdog is fed only while the registry answers and the converging loop goes
+			// round, so a wedged daemon gets restarted.
 			if err := check(ctx, probe, probeURL); err != nil {
 				log.Warn("registry health check failed; not feeding the watchdog", "err", err)
 				continue
 			}
+			if conv != nil && !conv.alive(iv) {
+				log.Warn("the converging loop is stuck; not feeding the watchdog")
+				continue
+			}
 			_, _ = notifier.Notify("WATCHDOG=1")
-		case <-opts.Reload:
+		case <-reload:
 			_, _ = notifier.Notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
-			log.Info("reload requested; nothing to re-read until the daemon watches a site")
+			log.Info("reload requested; no site to re-read (site_dir is empty)")
 			_, _ = notifier.Notify("READY=1\nSTATUS=" + status)
 		}
 	}
 }
 
-// locateStore resolves cfg.Store: an absolute path as is, else a path on the boot medium.
-func locateStore(ctx context.Context, cfg Config, opts Options, n Notifier) (string, error) {
+// startConverging opens the state, seeds the site directory on first boot, and returns the
+// converger and the handler that serves the registry (/v2/) beside the operator API.
+func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger, n Notifier, opts Options) (*converger, http.Handler, func(), error) {
+	if err := seedSite(cfg.SiteDir, seed); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.State), 0o700); err != nil {
+		return nil, nil, nil, fmt.Errorf("state: %w", err)
+	}
+	st, err := state.Open(cfg.State, state.Options{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	conv := &converger{dir: cfg.SiteDir, st: st, log: log, notify: func(s string) { _, _ = n.Notify(s) }}
+	a, err := api.New(api.Config{Store: st, Current: conv.Current, Log: log, Version: opts.Version})
+	if err != nil {
+		_ = st.Close()
+		return nil, nil, nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", reg)
+	mux.Handle("/", a)
+	return conv, mux, func() { _ = st.Close() }, nil
+}
+
+// seedSite copies the seed into dir when dir does not exist yet (the appliance's first boot).
+// An existing dir is never touched: it is the operator's.
+func seedSite(dir, seed string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if _, err := os.Stat(seed); seed == "" || err != nil {
+		// No seed: an empty site, whose load error (no site.toml) says what to do.
+		return os.MkdirAll(dir, 0o755) //nolint:gosec // operators read and edit the site
+	}
+	tmp := dir + ".seeding"
+	_ = os.RemoveAll(tmp)
+	if err := os.CopyFS(tmp, os.DirFS(seed)); err != nil {
+		_ = os.RemoveAll(tmp)
+		return fmt.Errorf("copying the site seed %s to %s: %w", seed, dir, err)
+	}
+	return os.Rename(tmp, dir)
+}
+
+// locateStore resolves cfg.Store: an absolute path as is, else a path on the boot medium. It
+// also resolves the site seed the same way ("" when there is none to find).
+func locateStore(ctx context.Context, cfg Config, opts Options, n Notifier) (store, seed string, err error) {
 	if filepath.IsAbs(cfg.Store) {
-		return cfg.Store, nil
+		if filepath.IsAbs(cfg.Site) {
+			seed = cfg.Site
+		}
+		return cfg.Store, seed, nil
 	}
 	label := cfg.MediumLabel
 	cmdline := opts.Cmdline
@@ -163,13 +263,19 @@ func locateStore(ctx context.Context, cfg Config, opts Options, n Notifier) (str
 	defer cancel()
 	medium, err := find(fctx, appliance.MediumConfig{Label: label})
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	dir := filepath.Join(medium, cfg.Store)
 	if _, err := os.Stat(filepath.Join(dir, airgap.IndexFile)); err != nil {
-		return "", fmt.Errorf("the boot medium %s (label %s) holds no store at %s: %w; was the ISO made by cairn build?", medium, label, cfg.Store, err)
+		return "", "", fmt.Errorf("the boot medium %s (label %s) holds no store at %s: %w; was the ISO made by cairn build?", medium, label, cfg.Store, err)
 	}
-	return dir, nil
+	if cfg.Site != "" {
+		seed = cfg.Site
+		if !filepath.IsAbs(seed) {
+			seed = filepath.Join(medium, cfg.Site)
+		}
+	}
+	return dir, seed, nil
 }
 
 func check(ctx context.Context, c *http.Client, url string) error {

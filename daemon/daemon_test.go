@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -228,4 +229,52 @@ func TestKernelArg(t *testing.T) {
 			t.Errorf("kernelArg(%q) = %q, %v, want %q, %v", tc.cmdline, got, ok, tc.want, tc.ok)
 		}
 	}
+}
+
+// TestRunConvergesSite runs the daemon with a site: on first start it seeds the site
+// directory from the medium's seed, applies it before READY=1, and serves the operator API
+// beside the registry on one port.
+func TestRunConvergesSite(t *testing.T) {
+	store := t.TempDir()
+	makeStore(t, store)
+	var0 := t.TempDir()
+	cfg := Config{Store: store, Site: mustAbs(t, "../examples/site"), Listen: "127.0.0.1:0",
+		SiteDir: filepath.Join(var0, "site"), State: filepath.Join(var0, "state.db")}
+	n := newRecorder(0)
+	addr, stop := start(t, cfg, Options{Notifier: n, Version: "test"})
+	defer func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	ready := n.waitFor(t, "READY=1")
+	if !strings.Contains(ready, "STATUS=site rack1 generation 1; 3 hosts (3 pending)") {
+		t.Errorf("READY notification = %q, want the site's status", ready)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.SiteDir, "hosts", "web-01.toml")); err != nil {
+		t.Errorf("the site seed was not copied: %v", err)
+	}
+	resp, err := http.Get("http://" + addr + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), `"site": "rack1"`) || !strings.Contains(string(body), `"pending": 3`) {
+		t.Errorf("/api/v1/status = %s", body)
+	}
+	if r, err := http.Get("http://" + addr + "/v2/"); err != nil || r.StatusCode != http.StatusOK {
+		t.Errorf("the registry beside the API: %v %v", r, err)
+	} else {
+		r.Body.Close()
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

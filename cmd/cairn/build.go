@@ -13,7 +13,10 @@ import (
 )
 
 func newBuildCmd() *cobra.Command {
-	var o build.Options
+	var (
+		o       build.Options
+		verbose bool
+	)
 	cmd := &cobra.Command{
 		Use:   "build",
 		Short: "Collect everything build.toml names into a signed, de-duplicated store",
@@ -40,6 +43,9 @@ resumes them. SOURCE_DATE_EPOCH makes the store reproducible.`,
 			o.Stdout = cmd.OutOrStdout()
 			o.Progress = cmd.ErrOrStderr()
 			o.Terminal = isTerminal(os.Stderr) && cmd.ErrOrStderr() == os.Stderr
+			if verbose {
+				o.Log = cmd.ErrOrStderr()
+			}
 			res, err := build.Run(cmd.Context(), o)
 			var errs tomlpos.Errors
 			if errors.As(err, &errs) {
@@ -58,8 +64,11 @@ resumes them. SOURCE_DATE_EPOCH makes the store reproducible.`,
 				return nil
 			}
 			t := res.Index.Totals
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d artifacts, %d blobs, %d bytes stored (%d before de-duplication); downloaded %d blobs (%d bytes), %d from the cache\n",
-				o.Output, t.Artifacts, t.Blobs, t.StoredBytes, t.Bytes, res.BlobsFetched, res.BlobBytes, res.BlobsCached)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d artifacts, %d blobs, %s stored (%s before de-duplication); downloaded %d blobs (%s), %d from the cache\n",
+				o.Output, t.Artifacts, t.Blobs, build.FormatBytes(t.StoredBytes), build.FormatBytes(t.Bytes), res.BlobsFetched, build.FormatBytes(res.BlobBytes), res.BlobsCached)
+			if res.ISO != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %s, sha256 %s\n", res.ISO.Path, build.FormatBytes(res.ISO.Size), res.ISO.SHA256)
+			}
 			return nil
 		}),
 	}
@@ -70,6 +79,10 @@ resumes them. SOURCE_DATE_EPOCH makes the store reproducible.`,
 	f.BoolVar(&o.Locked, "locked", false, "build only what build.lock pins; fail on anything it does not")
 	f.BoolVar(&o.PlanOnly, "plan", false, "print what would be fetched and stored, with sizes, and check free space; fetch no blob")
 	f.IntVar(&o.Jobs, "jobs", 4, "artifacts fetched at once")
+	f.StringVar(&o.ISO, "iso", "", "also master a bootable hybrid ISO (DVD or dd to USB) of the appliance and the store at this path")
+	f.StringVar(&o.VolumeLabel, "label", "", "the ISO's volume label (A-Z, 0-9, _; default CAIRN)")
+	f.StringVar(&o.CairnBinary, "cairn-binary", "", "the cairn executable the appliance runs (default: this one)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "show the output of the tools that build the appliance base and master the ISO")
 	return cmd
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairn-appliance/cairn/daemon/api"
 	"github.com/cairn-appliance/cairn/daemon/plan"
 	"github.com/cairn-appliance/cairn/daemon/state"
 	"github.com/cairn-appliance/cairn/site"
@@ -215,7 +216,7 @@ kind (site.toml, hosts/*.toml, roles/*.toml), which is what editors such as tapl
 }
 
 func newSitePlanCmd() *cobra.Command {
-	var stateFile, format string
+	var stateFile, format, server string
 	cmd := &cobra.Command{
 		Use:   "plan DIR",
 		Short: "Show what the daemon would change to make the hosts match the site",
@@ -225,7 +226,8 @@ containers, -/+ re-provision (destructive: the disk is written again), - remove.
 removes more than half of the hosts, or every container, is refused unless the site sets
 allow_mass_removal = true.
 
-Without --state the plan is against an empty state: every host is new.
+With --server the recorded state comes from a running daemon's API instead (the daemon holds
+its state file). Without either, the plan is against an empty state: every host is new.
 
 Exit status: 0 no changes, 2 changes, 1 an invalid site, a refused plan or another error.`,
 		Example: `  cairn site plan ./site --state /var/lib/cairn/state.db`,
@@ -248,6 +250,19 @@ Exit status: 0 no changes, 2 changes, 1 an invalid site, a refused plan or anoth
 				return err
 			}
 			var recorded []state.Host
+			if stateFile != "" && server != "" {
+				return &failure{code: exitUsage, err: errors.New("give --state or --server, not both")}
+			}
+			if server != "" {
+				var hosts []api.Host
+				if err := getJSON(cmd, server, "/api/v1/hosts?full=1", &hosts); err != nil {
+					return err
+				}
+				for _, h := range hosts {
+					recorded = append(recorded, state.Host{Name: h.Name, MAC: h.MAC, IP: h.IP, Phase: h.Phase,
+						Provision: h.Provision, Spec: h.Spec, Containers: h.Containers})
+				}
+			}
 			if stateFile != "" {
 				st, err := state.Open(stateFile, state.Options{ReadOnly: true})
 				if err != nil {
@@ -284,6 +299,7 @@ Exit status: 0 no changes, 2 changes, 1 an invalid site, a refused plan or anoth
 		}),
 	}
 	cmd.Flags().StringVar(&stateFile, "state", "", "the daemon's state file (opened read-only)")
+	cmd.Flags().StringVar(&server, "server", "", "plan against a running daemon's state, through its API (e.g. http://appliance:5000)")
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
 	return cmd
 }

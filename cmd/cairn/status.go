@@ -44,10 +44,11 @@ func getJSON(cmd *cobra.Command, server, path string, v any) error {
 	if server == "" {
 		server = defaultServer()
 	}
-	u, err := url.JoinPath(server, path)
-	if err != nil {
-		return &failure{code: exitUsage, err: fmt.Errorf("--server %q: %w", server, err)}
+	base, err := url.Parse(server)
+	if err != nil || base.Scheme == "" || base.Host == "" {
+		return &failure{code: exitUsage, err: fmt.Errorf("--server %q: expected a URL such as http://appliance:5000", server)}
 	}
+	u := strings.TrimRight(server, "/") + path
 	req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, u, nil)
 	if err != nil {
 		return err

@@ -112,7 +112,10 @@ type snapshot struct {
 // eventScan bounds how far back the last event of each host is looked for.
 const eventScan = 2000
 
+// read takes a snapshot; with ?full=1 hosts keep their recorded spec and containers (what
+// cairn site plan --server diffs a site against).
 func (s *server) read(r *http.Request) (snapshot, error) {
+	full := r.URL.Query().Get("full") == "1"
 	var snap snapshot
 	cur := s.Current()
 	err := s.Store.View(r.Context(), func(tx state.Tx) error {
@@ -135,7 +138,9 @@ func (s *server) read(r *http.Request) (snapshot, error) {
 		snap.status = Status{Generation: g, LoadError: cur.LoadError, Hosts: len(hosts), Phases: map[state.Phase]int{}, Version: s.Version}
 		for _, h := range hosts {
 			v := view(h)
-			v.Spec, v.Containers = nil, nil
+			if !full {
+				v.Spec, v.Containers = nil, nil
+			}
 			if e, ok := last[h.Name]; ok {
 				v.LastEvent = &e
 			}

@@ -150,14 +150,14 @@ func Compute(s *site.Site, recorded []state.Host) (*Plan, error) {
 			p.Items = append(p.Items, Item{Host: name, Action: Reprovision, Destructive: true,
 				Details: []string{fmt.Sprintf("provision %d → %d: the disk of %s is written again; its data is lost", old.Provision, d.Host.Provision, name)}})
 		}
-		if !bytes.Equal(old.Spec, d.Spec) {
+		if !sameJSON(old.Spec, d.Spec) {
 			details := diffObjects(old.Spec, d.Spec)
 			if d.Host.Provision <= old.Provision {
 				details = append(details, "takes effect when the host is next provisioned (raise provision to do it now)")
 			}
 			p.Items = append(p.Items, Item{Host: name, Action: Change, Details: details})
 		}
-		if !bytes.Equal(old.Containers, d.Containers) {
+		if !sameJSON(old.Containers, d.Containers) {
 			p.Items = append(p.Items, Item{Host: name, Action: Containers, Details: diffContainers(old.Containers, d.Containers)})
 		}
 	}
@@ -179,6 +179,16 @@ func Compute(s *site.Site, recorded []state.Host) (*Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// sameJSON compares two JSON values as written by Desire, whatever white space they picked up
+// on the way (an API that indents, say).
+func sameJSON(a, b json.RawMessage) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 func ipOrDHCP(h *site.Host) string {
@@ -211,7 +221,7 @@ func diffObjects(a, b json.RawMessage) []string {
 	}
 	var out []string
 	for _, k := range sortedNames(keys) {
-		if !bytes.Equal(x[k], y[k]) {
+		if !sameJSON(x[k], y[k]) {
 			out = append(out, fmt.Sprintf("%s: %s → %s", k, short(x[k]), short(y[k])))
 		}
 	}
@@ -248,7 +258,7 @@ func diffContainers(a, b json.RawMessage) []string {
 		switch {
 		case !ok:
 			out = append(out, "+ container "+n)
-		case !bytes.Equal(old, y[n]):
+		case !sameJSON(old, y[n]):
 			out = append(out, "~ container "+n+": "+strings.Join(diffObjects(old, y[n]), "; "))
 		}
 	}

@@ -2,12 +2,11 @@ package vmtest
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,22 +17,24 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/sirupsen/logrus"
 
 	"github.com/cairn-appliance/cairn/airgap"
 	"github.com/cairn-appliance/cairn/appliance"
+	"github.com/cairn-appliance/cairn/build"
 	"github.com/cairn-appliance/cairn/build/iso"
 	"github.com/cairn-appliance/cairn/daemon"
+	"github.com/cairn-appliance/cairn/examples/content"
 )
 
 // readyTimeout is how long the appliance may take from power-on to cairn.service READY.
 const readyTimeout = 180 * time.Second
 
 const (
-	imageName   = "example.com/cairn/demo:1.0"
-	osImageName = "demo-disk"
+	imageName   = "docker.io/library/nginx:1.27-alpine" // as examples/build.toml carries it
+	osImageName = "debian-12"
 	volumeLabel = "CAIRN_VMTEST" // not the default, so the label reaches the daemon through the boot menu
 	sourceDate  = 1767225600     // 2026-01-01
 )
@@ -58,6 +59,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	logrus.SetOutput(io.Discard) // the example content registry's request log
 	code := m.Run()
 	if fixDir != "" {
 		os.RemoveAll(fixDir)
@@ -113,56 +115,77 @@ func makeFixture() (*fixture, error) {
 		return nil, err
 	}
 
-	// A store with one container image and one OS image.
-	f.store = filepath.Join(work, "store")
-	st, err := airgap.Create(ctx, airgap.StoreConfig{Dir: f.store, Created: time.Unix(sourceDate, 0)})
+	// The example build: examples/build.toml, pinned by examples/build.lock, from the example
+	// content served on loopback, through cairn build as operators run it.
+	if err := exampleBuild(ctx, f, bin); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "vmtest: built and mastered the example ISO %s (%s)\n", f.iso, time.Since(start).Round(time.Second))
+	return f, nil
+}
+
+// exampleBuild runs cairn build on a copy of examples/build.toml (its signing key made here,
+// its paths made absolute) with --locked, and masters the ISO from it.
+func exampleBuild(ctx context.Context, f *fixture, bin string) error {
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if err := content.Serve(cctx, filepath.Join(f.work, "content")); err != nil {
+		return err
+	}
+	priv, _, err := airgap.GenerateKey()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	img, err := random.Image(64<<10, 3)
+	dir := filepath.Join(f.work, "project")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bundle.key"), priv, 0o600); err != nil {
+		return err
+	}
+	src, err := os.ReadFile("../examples/build.toml")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if f.image, err = img.Digest(); err != nil {
-		return nil, err
-	}
-	if err := st.AddImage(ctx, imageName, img); err != nil {
-		return nil, err
-	}
-	disk := make([]byte, 1<<20)
-	if _, err := rand.Read(disk); err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(disk)
-	f.osSHA256 = hex.EncodeToString(sum[:])
-	diskPath := filepath.Join(work, "demo-disk.raw")
-	if err := os.WriteFile(diskPath, disk, 0o644); err != nil {
-		return nil, err
-	}
-	if err := st.AddOSImage(ctx, airgap.OSImage{Name: osImageName, Tag: "1", Path: diskPath, Format: airgap.FormatRaw}); err != nil {
-		return nil, err
-	}
-	_, key, err := ed25519.GenerateKey(rand.Reader)
+	site, err := filepath.Abs("../examples/site")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ix, err := st.Seal(ctx, key)
+	toml := strings.Replace(string(src), `key = "keys/demo.key"`, `key = "bundle.key"`, 1)
+	toml = strings.Replace(toml, `seed = "site"`, fmt.Sprintf("seed = %q", site), 1)
+	lock, err := os.ReadFile("../examples/build.lock")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	for _, a := range ix.Artifacts {
-		if a.Kind == airgap.KindOS {
-			f.osImage = a.Digest.String()
+	for name, b := range map[string][]byte{"build.toml": []byte(toml), "build.lock": lock} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return err
 		}
 	}
-
-	start = time.Now()
-	f.iso = filepath.Join(work, "cairn.iso")
-	if _, err := iso.Master(ctx, f.isoConfig(f.iso)); err != nil {
-		return nil, err
+	f.store, f.iso = filepath.Join(f.work, "store"), filepath.Join(f.work, "cairn.iso")
+	res, err := build.Run(ctx, build.Options{
+		Config: filepath.Join(dir, "build.toml"), Output: f.store, CacheDir: filepath.Join(f.work, "cache"),
+		Locked: true, Created: time.Unix(sourceDate, 0),
+		ISO: f.iso, VolumeLabel: volumeLabel, CairnBinary: bin, Log: io.Discard,
+	})
+	if err != nil {
+		return fmt.Errorf("cairn build of examples/build.toml: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "vmtest: mastered %s (%s)\n", f.iso, time.Since(start).Round(time.Second))
-	return f, nil
+	for _, a := range res.Index.Artifacts {
+		switch {
+		case a.Kind == airgap.KindOS:
+			f.osImage = a.Digest.String()
+		case a.Repository+":"+a.Tag == imageName:
+			if f.image, err = v1.NewHash(a.Digest.String()); err != nil {
+				return err
+			}
+		}
+	}
+	f.osSHA256 = content.OSImageSHA256
+	if f.image == (v1.Hash{}) || f.osImage == "" {
+		return fmt.Errorf("the example store lacks %s or an OS image", imageName)
+	}
+	return nil
 }
 
 func (f *fixture) isoConfig(out string) iso.Config {
@@ -179,8 +202,8 @@ func bootAndPull(t *testing.T, fw Firmware, media Media) {
 	vm.Start()
 	line := vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
 	t.Logf("%s from a %s: cairn.service ready %s after power-on", fw, media, vm.Uptime().Round(time.Second))
-	if !strings.Contains(line, "artifacts=2") || !strings.Contains(line, "/cairn/store") {
-		t.Errorf("ready line %q: want it to serve the 2 artifacts of the medium's /cairn/store", line)
+	if !strings.Contains(line, "artifacts=4") || !strings.Contains(line, "/cairn/store") {
+		t.Errorf("ready line %q: want it to serve the 4 artifacts of the medium's /cairn/store", line)
 	}
 	addr := vm.Addr(5000)
 
@@ -208,7 +231,7 @@ func bootAndPull(t *testing.T, fw Firmware, media Media) {
 		t.Errorf("the image pulled from the appliance does not check out: %v", err)
 	}
 
-	osRef, err := name.ParseReference(addr+"/os/"+osImageName+":1", name.Insecure)
+	osRef, err := name.ParseReference(addr+"/os/"+osImageName+":latest", name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,6 +257,17 @@ func bootAndPull(t *testing.T, fw Firmware, media Media) {
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != f.osSHA256 {
 		t.Errorf("OS image sha256 through the appliance = %s, want %s", got, f.osSHA256)
+	}
+
+	// The daemon applied the site seed the ISO carries, and says so on its API.
+	resp, err := http.Get("http://" + addr + "/api/v1/status")
+	if err != nil {
+		t.Fatalf("the appliance's status API: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), `"site": "rack1"`) || !strings.Contains(string(body), `"hosts": 3`) {
+		t.Errorf("/api/v1/status on the appliance = %s, want the example site applied", body)
 	}
 }
 

@@ -10,10 +10,12 @@ package content
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -25,7 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
 
@@ -98,7 +100,7 @@ func Serve(ctx context.Context, tmp string) error {
 	return nil
 }
 
-// Image returns the stand-in image for ref: one layer holding a README, for linux/amd64.
+// Image returns the stand-in image for ref: one gzipped layer holding a README, for linux/amd64.
 func Image(ref string) (v1.Image, error) {
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
@@ -114,8 +116,12 @@ func Image(ref string) (v1.Image, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	layer := static.NewLayer(b.Bytes(), types.OCIUncompressedLayer)
-	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{Layer: layer, History: v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "cairn example content"}})
+	tarball := b.Bytes()
+	layer, err := tarballLayer(tarball)
+	if err != nil {
+		return nil, err
+	}
+	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{Layer: layer, History: v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "cairn example content"}, Annotations: map[string]string{"org.opencontainers.image.title": "README.cairn-demo"}})
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +134,13 @@ func Image(ref string) (v1.Image, error) {
 	cf.OS, cf.Architecture, cf.Created = "linux", "amd64", v1.Time{Time: epoch}
 	cf.Config.Cmd = []string{"cat", "/README.cairn-demo"}
 	return mutate.ConfigFile(img, cf)
+}
+
+// tarballLayer gzips a tar into a layer; go-containerregistry's gzip writes no name and no
+// time, so the same tar gives the same layer.
+func tarballLayer(b []byte) (v1.Layer, error) {
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil },
+		tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestCompression))
 }
 
 // OSImage returns the stand-in OS image: a 64 MiB blank disk with an empty GPT, compressed with

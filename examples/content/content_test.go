@@ -1,6 +1,10 @@
 package content
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+)
 
 // TestOSImageDigest keeps OSImageSHA256 (which examples/build.toml pins) equal to what OSImage
 // makes, and OSImage deterministic.
@@ -26,6 +30,19 @@ func TestImagesAreDeterministic(t *testing.T) {
 		db, _ := b.Digest()
 		if da != db {
 			t.Errorf("Image(%s) gives %s, then %s", ref, da, db)
+		}
+	}
+}
+
+// TestImagesValidate checks the stand-ins are images a client accepts, layers and all.
+func TestImagesValidate(t *testing.T) {
+	for _, ref := range Images {
+		img, err := Image(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate.Image(img); err != nil {
+			t.Errorf("Image(%s): %v", ref, err)
 		}
 	}
 }

@@ -96,7 +96,10 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	var conv *converger
+	var (
+		conv    *converger
+		watcher *watch.Watcher
+	)
 	handler := reg
 	if cfg.SiteDir != "" {
 		var closeState func()
@@ -105,6 +108,9 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 			return err
 		}
 		defer closeState()
+		if watcher, err = watch.New(watch.Config{Dir: cfg.SiteDir}); err != nil {
+			return err
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -132,15 +138,12 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if conv != nil {
 		// The site is loaded (and applied) before READY=1: systemctl start returns when the
 		// daemon serves what the site says.
-		w, err := watch.New(watch.Config{Dir: cfg.SiteDir})
-		if err != nil {
-			return err
-		}
 		readied := make(chan struct{})
-		go func() { converged <- conv.run(ctx, w, opts.Reload, func() { close(readied) }) }()
+		go func() { converged <- conv.run(ctx, watcher, opts.Reload, func() { close(readied) }) }()
 		select {
 		case <-readied:
 		case err := <-converged:
+			_ = srv.Close()
 			return fmt.Errorf("loading the site: %w", err)
 		}
 		reload = nil // the converger answers reloads

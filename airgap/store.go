@@ -93,7 +93,7 @@ func Create(ctx context.Context, cfg StoreConfig) (*Store, error) {
 	if limit <= 0 {
 		limit = 4
 	}
-	drv := filesystem.New(filesystem.DriverParameters{RootDirectory: cfg.Dir, MaxThreads: 100})
+	drv := writeDriver{StorageDriver: filesystem.New(filesystem.DriverParameters{RootDirectory: cfg.Dir, MaxThreads: 100}), root: cfg.Dir}
 	ns, err := storage.NewRegistry(ctx, drv, storage.EnableValidateImageIndexImagesExist)
 	if err != nil {
 		return nil, fmt.Errorf("creating store in %s: %w", cfg.Dir, err)
@@ -582,7 +582,12 @@ func (s *Store) Seal(ctx context.Context, key ed25519.PrivateKey) (*Index, error
 	if err := writeFileAtomic(filepath.Join(s.dir, SignatureFile), sig, s.created); err != nil {
 		return nil, fmt.Errorf("sealing store: %w", err)
 	}
-	// bundle.json goes last: a store without it is unfinished, and Verify says so.
+	// Blobs and links were written unsynced (see writeDriver): make them durable before the
+	// index that vouches for them. bundle.json goes last: a store without it is unfinished,
+	// and Verify says so.
+	if err := syncStore(s.dir); err != nil {
+		return nil, fmt.Errorf("sealing store: %w", err)
+	}
 	if err := writeFileAtomic(filepath.Join(s.dir, IndexFile), b, s.created); err != nil {
 		return nil, fmt.Errorf("sealing store: %w", err)
 	}

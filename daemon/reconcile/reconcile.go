@@ -1,6 +1,6 @@
 // Package reconcile applies a site to the daemon's state: it plans the site against what was
-// recorded, then applies the plan one host per transaction, and records the generation as
-// applied only when every host is done. A daemon killed at any point restarts, plans again,
+// recorded, then applies the plan in transactions of whole host changes, and records the
+// generation as applied only when every host is done. A daemon killed at any point restarts, plans again,
 // finds only what is left, and finishes; nothing is applied twice and nothing half.
 //
 // It changes the state only; the PXE layer and the agent API act on the state's changes.
@@ -10,12 +10,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cairn-appliance/cairn/daemon/plan"
 	"github.com/cairn-appliance/cairn/daemon/state"
 	"github.com/cairn-appliance/cairn/site"
 )
+
+// stepsPerTx bounds how many host changes share one transaction: each is applied whole or
+// not at all, and a first apply of a large site does not pay one disk sync per host.
+var stepsPerTx = 64
 
 // ErrRefused is returned (wrapped) when the plan is refused (see plan.Plan.Refused).
 var ErrRefused = errors.New("reconcile: plan refused")
@@ -70,12 +75,20 @@ func Apply(ctx context.Context, st state.Store, s *site.Site, gen int64, fingerp
 			byMAC[h.MAC] = h.Name
 		}
 	}
-	for _, it := range p.Items {
+	for batch := range slices.Chunk(p.Items, stepsPerTx) {
 		if err := ctx.Err(); err != nil {
 			return p, err
 		}
-		if err := st.Update(ctx, func(tx state.Tx) error { return step(tx, it, desired[it.Host], byMAC, gen) }); err != nil {
-			return p, fmt.Errorf("applying %s to host %s: %w", it.Action, it.Host, err)
+		err := st.Update(ctx, func(tx state.Tx) error {
+			for _, it := range batch {
+				if err := step(tx, it, desired[it.Host], byMAC, gen); err != nil {
+					return fmt.Errorf("applying %s to host %s: %w", it.Action, it.Host, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return p, err
 		}
 	}
 	err = st.Update(ctx, func(tx state.Tx) error {

@@ -1,7 +1,9 @@
 package reconcile
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -137,27 +139,59 @@ func TestCrashAndResume(t *testing.T) {
 
 	crashed := filepath.Join(t.TempDir(), "crashed.db")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)) //nolint:gosec // test timing, not security
-	kills := 0
+	kills, partial := 0, 0
 	for range 20 {
+		// The child says "committed" after every transaction; it is killed after a random number
+		// of them, somewhere inside its apply, with a random delay so the kill can also land
+		// inside a transaction.
 		cmd := child(crashed, dir)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(rng.Int64N(int64(took))))
+		target := 1 + rng.IntN(24)
+		sc := bufio.NewScanner(out)
+		for n := 0; n < target && sc.Scan(); n++ {
+		}
+		time.Sleep(time.Duration(rng.Int64N(int64(2 * time.Millisecond))))
 		if err := cmd.Process.Signal(syscall.SIGKILL); err == nil {
 			kills++
 		}
+		_, _ = io.Copy(io.Discard, out)
 		_ = cmd.Wait()
+		if n := countHosts(t, crashed); n > 0 && n < 500 {
+			partial++ // killed in the middle of applying
+		}
+	}
+	if partial == 0 {
+		t.Errorf("none of the %d kills landed in the middle of an apply", kills)
 	}
 	if out, err := child(crashed, dir).CombinedOutput(); err != nil {
 		t.Fatalf("final run: %v\n%s", err, out)
 	}
-	t.Logf("clean apply of 500 hosts took %v; killed %d runs", took, kills)
+	t.Logf("clean apply of 500 hosts took %v; killed %d runs, %d of them half-way", took, kills, partial)
 
 	want, got := snapshot(t, clean), snapshot(t, crashed)
 	if want != got {
 		t.Errorf("state after crashes differs from a clean run's:\n--- clean\n%.2000s\n--- crashed\n%.2000s", want, got)
 	}
+}
+
+// countHosts reads how many hosts a state file holds (0 when it does not exist yet).
+func countHosts(t *testing.T, path string) int {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		return 0
+	}
+	st, err := state.Open(path, state.Options{ReadOnly: true})
+	if err != nil {
+		return 0 // not written far enough to open: as good as empty
+	}
+	defer st.Close()
+	return len(hostsOf(t, st))
 }
 
 // snapshot renders the hosts of a state file without timestamps, and checks its event log
@@ -220,6 +254,7 @@ func TestMain(m *testing.M) {
 }
 
 func runChild(stateFile, dir string) error {
+	stepsPerTx = 1 // a kill can then land between any two hosts
 	st, err := state.Open(stateFile, state.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		return err
@@ -229,6 +264,13 @@ func runChild(stateFile, dir string) error {
 	if err != nil {
 		return err
 	}
+	changes, cancel := st.Subscribe()
+	defer cancel()
+	go func() {
+		for range changes {
+			fmt.Println("committed")
+		}
+	}()
 	_, err = Apply(context.Background(), st, s, 1, "fp")
 	return err
 }

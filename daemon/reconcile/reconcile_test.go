@@ -3,10 +3,10 @@ package reconcile
 import (
 	"bufio"
 	"context"
-	"io"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"

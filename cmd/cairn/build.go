@@ -19,12 +19,14 @@ func newBuildCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "build",
-		Short: "Collect everything build.toml names into a signed, de-duplicated store",
+		Short: "Build the signed, de-duplicated store, and the bootable ISO, that build.toml describes",
 		Long: `Reads build.toml, resolves every image and source (pinned in build.lock beside it), plans
 the sizes and checks free space before fetching anything, then fetches into the download cache
 and writes the signed store (bundle.json, bundle.sig) to the output directory.
 
-The store appears at -o only when it is complete. The cache keeps every verified blob, so a
+With --iso it then masters the bootable hybrid ISO (BIOS and UEFI, DVD or dd to USB): the
+appliance OS base (built from appliance/ once, or [appliance] base), this cairn, the store and
+the site seed. The store appears at -o only when it is complete. The cache keeps every verified blob, so a
 rebuild downloads nothing it already has, and partial downloads, so an interrupted build
 resumes them. SOURCE_DATE_EPOCH makes the store reproducible.`,
 		Example: `  cairn build -f build.toml -o out/store

@@ -3,7 +3,6 @@ package daemon
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
 	"io"
 	"net/http"
 	"os"
@@ -14,10 +13,9 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/airgap/airgaptest"
 	"github.com/cairn-appliance/cairn/appliance"
 )
 
@@ -63,24 +61,7 @@ func (r *recorder) waitFor(t *testing.T, prefix string) string {
 
 func makeStore(t *testing.T, dir string) string {
 	t.Helper()
-	ctx := context.Background()
-	st, err := airgap.Create(ctx, airgap.StoreConfig{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := random.Image(512, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.AddImage(ctx, "example.com/app:1", img); err != nil {
-		t.Fatal(err)
-	}
-	_, priv, _ := ed25519.GenerateKey(nil)
-	if _, err := st.Seal(ctx, priv); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	return d.String()
+	return airgaptest.SealedStore(t, dir, "example.com/app:1").String()
 }
 
 // start runs the daemon and returns the registry address from its ready line.

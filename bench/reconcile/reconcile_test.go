@@ -3,8 +3,6 @@ package reconcile
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,9 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/random"
-
-	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/airgap/airgaptest"
 	"github.com/cairn-appliance/cairn/daemon/plan"
 	"github.com/cairn-appliance/cairn/site"
 )
@@ -133,19 +129,7 @@ func startDaemon(b *testing.B, root, siteDir string) *daemonProc {
 		b.Fatalf("building cairn: %v\n%s", err, out)
 	}
 	store := filepath.Join(root, "store")
-	ctx := context.Background()
-	st, err := airgap.Create(ctx, airgap.StoreConfig{Dir: store})
-	if err != nil {
-		b.Fatal(err)
-	}
-	img, _ := random.Image(1024, 1)
-	if err := st.AddImage(ctx, "docker.io/library/nginx:1.27", img); err != nil {
-		b.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(nil)
-	if _, err := st.Seal(ctx, key); err != nil {
-		b.Fatal(err)
-	}
+	airgaptest.SealedStore(b, store, "docker.io/library/nginx:1.27")
 	cmd := exec.Command(bin, "daemon", "--store", store, "--site-dir", siteDir,
 		"--state", filepath.Join(root, "state.db"), "--listen", "127.0.0.1:0")
 	var stderr strings.Builder

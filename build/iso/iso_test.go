@@ -3,7 +3,6 @@ package iso
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/random"
-
-	"github.com/cairn-appliance/cairn/airgap"
+	"github.com/cairn-appliance/cairn/airgap/airgaptest"
 	"github.com/cairn-appliance/cairn/appliance"
 )
 
@@ -32,23 +29,8 @@ func fakeBase(t *testing.T) string {
 
 func sealedStore(t *testing.T) string {
 	t.Helper()
-	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "my=store") // '=' must reach xorriso escaped
-	st, err := airgap.Create(ctx, airgap.StoreConfig{Dir: dir, Created: time.Unix(1700000000, 0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.AddImage(ctx, "example.com/app:1", img); err != nil {
-		t.Fatal(err)
-	}
-	_, priv, _ := ed25519.GenerateKey(nil)
-	if _, err := st.Seal(ctx, priv); err != nil {
-		t.Fatal(err)
-	}
+	airgaptest.SealedStore(t, dir, "example.com/app:1")
 	return dir
 }
 

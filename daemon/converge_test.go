@@ -46,6 +46,18 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// save writes a file the way editors do: a temporary file beside it, renamed over it.
+func save(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp~"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func copySite(t *testing.T) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "site")
@@ -104,16 +116,13 @@ func TestConvergerKeepsLastGoodSite(t *testing.T) {
 		t.Errorf("STATUS lines: %q", n.lines)
 	}
 
-	// A good edit: a fourth host.
-	if err := os.WriteFile(filepath.Join(dir, "hosts", "web-03.toml"), []byte("mac = \"52:54:00:20:00:13\"\nroles = [\"web\"]\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// A good edit: a fourth host. Edits are saved atomically, as editors and git do: a file
+	// written in two steps may be read half-written, and is then (rightly) rejected first.
+	save(t, filepath.Join(dir, "hosts", "web-03.toml"), "mac = \"52:54:00:20:00:13\"\nroles = [\"web\"]\n")
 	eventually(t, "the fourth host", func() bool { return len(hosts()) == 4 })
 
 	// A broken edit changes nothing and is published with its position.
-	if err := os.WriteFile(filepath.Join(dir, "hosts", "web-03.toml"), []byte("mac = \"52:54:00:20:00:13\"\nroles = [\"web\"]\ncolour = \"red\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	save(t, filepath.Join(dir, "hosts", "web-03.toml"), "mac = \"52:54:00:20:00:13\"\nroles = [\"web\"]\ncolour = \"red\"\n")
 	eventually(t, "the load error", func() bool { return strings.Contains(c.Current().LoadError, "hosts/web-03.toml:3:1: colour") })
 	if len(hosts()) != 4 || c.Current().Site == nil || len(c.Current().Site.Hosts) != 4 {
 		t.Error("a broken edit changed the applied site")

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -47,6 +48,7 @@ type Watcher struct {
 	cfg      Config
 	c        chan Change
 	force    chan string
+	sums     sums // content hashes of the files last fingerprinted
 	last     string
 	baseline bool // last was set by Fingerprint before Run
 	parent   string
@@ -79,7 +81,7 @@ func New(cfg Config) (*Watcher, error) {
 // with: call it just before loading the site, and anything that changes after it is reported,
 // even if it changes before Run has its watches in place.
 func (w *Watcher) Fingerprint() string {
-	w.last = fingerprint(w.cfg.Dir)
+	w.last = w.fingerprint()
 	w.baseline = true
 	return w.last
 }
@@ -104,7 +106,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if w.baseline {
 		w.settle(fw, "changed while the watch started", false) // reports only if it moved
 	} else {
-		w.last = fingerprint(w.cfg.Dir)
+		w.last = w.fingerprint()
 	}
 
 	var (
@@ -181,7 +183,7 @@ func (w *Watcher) relevant(name string) bool {
 // a change when the fingerprint moved (or always, when forced).
 func (w *Watcher) settle(fw *fsnotify.Watcher, reason string, force bool) {
 	w.rewatch(fw)
-	fp := fingerprint(w.cfg.Dir)
+	fp := w.fingerprint()
 	if fp == w.last && !force {
 		return
 	}
@@ -243,12 +245,31 @@ func dirs(dir string) []string {
 	return out
 }
 
+// fileKey is what tells a file unchanged without reading it: any write changes its size,
+// modification time or change time, and a replaced file has another inode.
+type fileKey struct {
+	ino, size    uint64
+	mtime, ctime int64
+}
+
+type fileSum struct {
+	key fileKey
+	sum [sha256.Size]byte
+}
+
+// sums remembers each file's content hash by its fileKey, so that a fingerprint reads only the
+// files that changed: on a site of 10,000 hosts, a dozen stat calls' worth instead of reading
+// every file again.
+type sums map[string]fileSum
+
 // fingerprint hashes the path and content of every regular file the site could read: all
 // non-hidden files below dir, symlinks followed. "" means the directory is missing.
-func fingerprint(dir string) string {
+func (w *Watcher) fingerprint() string {
+	dir := w.cfg.Dir
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return ""
 	}
+	seen := make(sums, len(w.sums))
 	h := sha256.New()
 	var walk func(rel string)
 	walk = func(rel string) {
@@ -273,21 +294,38 @@ func fingerprint(dir string) string {
 			case fi.IsDir():
 				walk(p)
 			case fi.Mode().IsRegular():
-				fmt.Fprintf(h, "file %s %d\n", p, fi.Size())
-				hashFile(h, filepath.Join(dir, p))
+				fs := w.sumOf(filepath.Join(dir, p), fi)
+				seen[p] = fs
+				fmt.Fprintf(h, "file %s %d %x\n", p, fi.Size(), fs.sum)
 			}
 		}
 	}
 	walk("")
+	w.sums = seen
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func hashFile(w io.Writer, path string) {
-	f, err := os.Open(path)
-	if err != nil {
-		fmt.Fprintf(w, "unreadable: %v\n", err)
-		return
+// sumOf returns the content hash of the file at full, from the cache when its key is unchanged.
+func (w *Watcher) sumOf(full string, fi os.FileInfo) fileSum {
+	key := fileKey{size: uint64(fi.Size())} //nolint:gosec // sizes are not negative
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		key.ino = st.Ino
+		key.mtime = st.Mtim.Nano()
+		key.ctime = st.Ctim.Nano()
 	}
-	defer f.Close()
-	_, _ = io.Copy(w, f)
+	rel, _ := filepath.Rel(w.cfg.Dir, full)
+	if old, ok := w.sums[rel]; ok && old.key == key && key.ino != 0 {
+		return old
+	}
+	fs := fileSum{key: key}
+	h := sha256.New()
+	if f, err := os.Open(full); err == nil {
+		_, _ = io.Copy(h, f)
+		_ = f.Close()
+	} else {
+		fmt.Fprintf(h, "unreadable: %v\n", err)
+		fs.key = fileKey{} // look again next time
+	}
+	copy(fs.sum[:], h.Sum(nil))
+	return fs
 }

@@ -29,7 +29,7 @@ import (
 // Config says what to watch and how patiently.
 type Config struct {
 	Dir     string        // the site directory
-	Quiet   time.Duration // a burst ends after this long without events; default 250ms
+	Quiet   time.Duration // a burst ends after this long without events; default 100ms
 	MaxWait time.Duration // a burst never delays a reload longer than this; default 3s
 	Resync  time.Duration // rescan this often even without events; default 1m, <0 never
 }
@@ -65,7 +65,7 @@ func New(cfg Config) (*Watcher, error) {
 	}
 	cfg.Dir = abs
 	if cfg.Quiet <= 0 {
-		cfg.Quiet = 250 * time.Millisecond
+		cfg.Quiet = 100 * time.Millisecond
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 3 * time.Second
@@ -148,6 +148,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 				quiet = time.After(w.cfg.Quiet)
 			}
 		case <-quiet:
+			if w.gitBusy() {
+				// git holds its index lock: a checkout or pull is still writing files, however
+				// quiet it seems. Wait for it (at most MaxWait) rather than load half of it.
+				quiet = time.After(w.cfg.Quiet)
+				continue
+			}
 			quiet, maxWait = nil, nil
 			w.settle(fw, reason, false)
 		case <-maxWait:
@@ -159,6 +165,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.settle(fw, "forced: "+r, true)
 		}
 	}
+}
+
+// gitBusy reports whether a git command is working in the site (its index lock exists).
+func (w *Watcher) gitBusy() bool {
+	_, err := os.Stat(filepath.Join(w.cfg.Dir, ".git", "index.lock"))
+	return err == nil
 }
 
 // relevant drops events that cannot change the site: anything hidden below the site directory

@@ -210,3 +210,22 @@ func TestChangeBeforeRun(t *testing.T) {
 	h := &harness{t: t, site: site, w: w}
 	h.expect(1, "a change made before Run started")
 }
+
+// TestWaitsForGit keeps a burst open while git holds its index lock, however long the
+// pauses between its writes.
+func TestWaitsForGit(t *testing.T) {
+	site := newSite(t)
+	lock := filepath.Join(site, ".git", "index.lock")
+	write(t, lock, "")
+	h := start(t, site)
+	write(t, filepath.Join(site, "hosts", "b.toml"), "one")
+	time.Sleep(400 * time.Millisecond) // longer than the quiet period
+	select {
+	case c := <-h.w.C:
+		t.Fatalf("reloaded (%s) while git held its lock", c.Reason)
+	default:
+	}
+	write(t, filepath.Join(site, "hosts", "c.toml"), "two")
+	must(t, os.Remove(lock))
+	h.expect(1, "the checkout, once git is done")
+}

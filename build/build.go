@@ -101,13 +101,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := cache.init(); err != nil {
 		return nil, err
 	}
-	jobs := cmpOr(o.Jobs, 4)
+	o.Jobs = positiveOr(o.Jobs, 4)
+	jobs := o.Jobs
 	var counters Counters
 	reg, err := newRegistry(ctx, newCachingTransport(cache, remote.DefaultTransport, &counters), jobs)
 	if err != nil {
 		return nil, err
 	}
-	f := &fetcher{cache: cache, pwd: filepath.Dir(o.Config), attempts: cmpOr(o.Attempts, 3)}
+	f := &fetcher{cache: cache, pwd: filepath.Dir(o.Config), attempts: positiveOr(o.Attempts, 3)}
 
 	images, sources, err := resolveAll(ctx, cfg, lock, o.Locked, reg, f, jobs)
 	if err != nil {
@@ -223,7 +224,8 @@ func applianceBase(ctx context.Context, o Options, cfg *Config, f *fetcher) (str
 	return dir, nil
 }
 
-func cmpOr(v, def int) int {
+// positiveOr is v, or def when v is not positive (an unset option).
+func positiveOr(v, def int) int {
 	if v <= 0 {
 		return def
 	}
@@ -385,7 +387,7 @@ func write(ctx context.Context, o Options, cfg *Config, key ed25519.PrivateKey, 
 		prog = newProgress(o.Progress, o.Terminal)
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(cmpOr(o.Jobs, 4))
+	g.SetLimit(o.Jobs)
 	for _, im := range images {
 		g.Go(func() error {
 			t := prog.track(im.label(), im.size())

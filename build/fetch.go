@@ -170,7 +170,7 @@ func (f *fetcher) sizeOf(ctx context.Context, src source) int64 {
 		if err != nil {
 			return -1
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req) // a hung server must not stall a plan
 		if err != nil {
 			return -1
 		}

@@ -167,6 +167,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
+// ignored names the files the site loader passes over besides hidden ones: editor backups
+// ("a.toml~"). They come and go with every save and change nothing.
+func ignored(name string) bool { return strings.HasSuffix(name, "~") }
+
 // gitBusy reports whether a git command is working in the site (its index lock exists).
 func (w *Watcher) gitBusy() bool {
 	_, err := os.Stat(filepath.Join(w.cfg.Dir, ".git", "index.lock"))
@@ -188,7 +192,7 @@ func (w *Watcher) relevant(name string) bool {
 			return false // hidden, but not the ..data / ..2024_… entries of a projected directory
 		}
 	}
-	return true
+	return !ignored(filepath.Base(rel))
 }
 
 // settle re-reads the tree: it follows directories that appeared or were swapped, and reports
@@ -292,7 +296,7 @@ func (w *Watcher) fingerprint() string {
 		}
 		names := make([]string, 0, len(ents))
 		for _, e := range ents {
-			if !strings.HasPrefix(e.Name(), ".") {
+			if !strings.HasPrefix(e.Name(), ".") && !ignored(e.Name()) {
 				names = append(names, e.Name())
 			}
 		}

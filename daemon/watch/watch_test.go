@@ -229,3 +229,11 @@ func TestWaitsForGit(t *testing.T) {
 	must(t, os.Remove(lock))
 	h.expect(1, "the checkout, once git is done")
 }
+
+// TestBackupFilesIgnored: a backup file left beside a site file is not a change.
+func TestBackupFilesIgnored(t *testing.T) {
+	site := newSite(t)
+	h := start(t, site)
+	write(t, filepath.Join(site, "hosts", "a.toml~"), "old")
+	h.expect(0, "an editor's backup file")
+}

@@ -6,6 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -49,6 +53,59 @@ type Bolt struct {
 	retention int
 	readOnly  bool
 	hub       hub
+
+	// hosts is every host decoded, as some committed transaction left them: a transaction
+	// that starts from that commit reads hosts from it instead of decoding thousands of JSON
+	// records again. Each commit that writes hosts derives the next one from it.
+	mu    sync.Mutex
+	hosts *hostCache
+}
+
+// hostCache is every host as of the commit whose transaction ID is txid. It is never changed
+// in place; readers share it.
+type hostCache struct {
+	txid  int
+	hosts []Host // sorted by name
+}
+
+func (c *hostCache) find(name string) (int, bool) {
+	return slices.BinarySearchFunc(c.hosts, name, func(h Host, n string) int { return strings.Compare(h.Name, n) })
+}
+
+// with returns the cache after a transaction with the given ID wrote dirty (nil: deleted).
+func (c *hostCache) with(txid int, dirty map[string]*Host) *hostCache {
+	hosts := slices.Clone(c.hosts)
+	for _, name := range slices.Sorted(maps.Keys(dirty)) {
+		i, ok := (&hostCache{hosts: hosts}).find(name)
+		switch h := dirty[name]; {
+		case h == nil && ok:
+			hosts = slices.Delete(hosts, i, i+1)
+		case h != nil && ok:
+			hosts[i] = *h
+		case h != nil:
+			hosts = slices.Insert(hosts, i, *h)
+		}
+	}
+	return &hostCache{txid: txid, hosts: hosts}
+}
+
+// cacheAt returns the host cache if it is as of transaction txid.
+func (s *Bolt) cacheAt(txid int) *hostCache {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hosts != nil && s.hosts.txid == txid {
+		return s.hosts
+	}
+	return nil
+}
+
+// keep makes c the host cache unless a newer one is there already.
+func (s *Bolt) keep(c *hostCache) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hosts == nil || s.hosts.txid < c.txid {
+		s.hosts = c
+	}
 }
 
 // Open opens (or creates) the state file at path and migrates it to SchemaVersion.
@@ -110,7 +167,9 @@ func (s *Bolt) View(ctx context.Context, fn func(Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.View(func(tx *bolt.Tx) error { return fn(&boltTx{tx: tx, retention: s.retention}) })
+	return s.db.View(func(tx *bolt.Tx) error {
+		return fn(&boltTx{tx: tx, retention: s.retention, store: s, cache: s.cacheAt(tx.ID())})
+	})
 }
 
 // Update implements Store.
@@ -121,15 +180,25 @@ func (s *Bolt) Update(ctx context.Context, fn func(Tx) error) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
-	t := &boltTx{retention: s.retention, writable: true}
+	t := &boltTx{retention: s.retention, writable: true, store: s}
+	var txid int // the commit's: reads that start after it see this ID
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		t.tx = tx
+		txid = tx.ID()
+		t.tx, t.cache = tx, s.cacheAt(txid-1) // a writer starts from the last commit
 		return fn(t)
 	})
-	if err == nil {
-		s.hub.publish(t.rec.change())
+	if err != nil {
+		return err
 	}
-	return err
+	if t.cache != nil {
+		if len(t.dirty) == 0 {
+			s.keep(&hostCache{txid: txid, hosts: t.cache.hosts})
+		} else {
+			s.keep(t.cache.with(txid, t.dirty))
+		}
+	}
+	s.hub.publish(t.rec.change())
+	return nil
 }
 
 // Subscribe implements Store.
@@ -143,9 +212,25 @@ type boltTx struct {
 	retention int
 	writable  bool
 	rec       recorder
+	store     *Bolt
+
+	cache *hostCache       // the hosts as this transaction started, when known
+	dirty map[string]*Host // what it wrote since (nil: deleted)
 }
 
 func (t *boltTx) Host(name string) (Host, bool, error) {
+	if h, ok := t.dirty[name]; ok {
+		if h == nil {
+			return Host{}, false, nil
+		}
+		return *h, true, nil
+	}
+	if t.cache != nil {
+		if i, ok := t.cache.find(name); ok {
+			return t.cache.hosts[i], true, nil
+		}
+		return Host{}, false, nil
+	}
 	v := t.tx.Bucket(bucketHosts).Get([]byte(name))
 	if v == nil {
 		return Host{}, false, nil
@@ -158,6 +243,12 @@ func (t *boltTx) Host(name string) (Host, bool, error) {
 }
 
 func (t *boltTx) Hosts() ([]Host, error) {
+	if t.cache != nil {
+		if len(t.dirty) == 0 {
+			return slices.Clone(t.cache.hosts), nil
+		}
+		return slices.Clone(t.cache.with(0, t.dirty).hosts), nil
+	}
 	var hosts []Host
 	err := t.tx.Bucket(bucketHosts).ForEach(func(k, v []byte) error {
 		var h Host
@@ -167,7 +258,17 @@ func (t *boltTx) Hosts() ([]Host, error) {
 		hosts = append(hosts, h)
 		return nil
 	})
-	return hosts, err // bbolt iterates in key order: sorted by name
+	if err != nil {
+		return nil, err
+	}
+	// bbolt iterates in key order: sorted by name. A read transaction has just read every
+	// host as of its commit: keep them for the next ones.
+	if !t.writable {
+		t.cache = &hostCache{txid: t.tx.ID(), hosts: hosts}
+		t.store.keep(t.cache)
+		return slices.Clone(hosts), nil
+	}
+	return hosts, nil
 }
 
 func (t *boltTx) PutHost(h Host) error {
@@ -181,16 +282,42 @@ func (t *boltTx) PutHost(h Host) error {
 	if err != nil {
 		return err
 	}
+	if err := t.tx.Bucket(bucketHosts).Put([]byte(h.Name), b); err != nil {
+		return err
+	}
 	t.rec.host(h.Name)
-	return t.tx.Bucket(bucketHosts).Put([]byte(h.Name), b)
+	if t.cache != nil {
+		// Keep what a later read decodes, not the caller's value (whose slices it may reuse).
+		var stored Host
+		if err := json.Unmarshal(b, &stored); err != nil {
+			return err
+		}
+		t.written(h.Name, &stored)
+	}
+	return nil
+}
+
+// written notes a host written (nil: deleted) for reads later in the transaction and the
+// cache after it.
+func (t *boltTx) written(name string, h *Host) {
+	if t.dirty == nil {
+		t.dirty = map[string]*Host{}
+	}
+	t.dirty[name] = h
 }
 
 func (t *boltTx) DeleteHost(name string) error {
 	if !t.writable {
 		return ErrReadOnly
 	}
+	if err := t.tx.Bucket(bucketHosts).Delete([]byte(name)); err != nil {
+		return err
+	}
 	t.rec.host(name)
-	return t.tx.Bucket(bucketHosts).Delete([]byte(name))
+	if t.cache != nil {
+		t.written(name, nil)
+	}
+	return nil
 }
 
 func (t *boltTx) Generation() (Generation, error) {

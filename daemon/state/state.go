@@ -77,7 +77,8 @@ type Event struct {
 	Message string    `json:"message"`
 }
 
-// Tx is one transaction. Reads see the transaction's own writes.
+// Tx is one transaction. Reads see the transaction's own writes. The hosts it returns may share
+// their Spec and Containers bytes with the store's cache: replace them, never change them in place.
 type Tx interface {
 	Host(name string) (Host, bool, error)
 	Hosts() ([]Host, error) // sorted by name

@@ -2,13 +2,62 @@ package site
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"testing"
 )
+
+const benchHosts = 10000
 
 // BenchmarkLoad loads and validates a generated site of 10,000 hosts, 4 roles and a mounted
 // file: the size of a large datacenter hall on one appliance.
 func BenchmarkLoad(b *testing.B) {
-	const hosts = 10000
+	dir := writeSite(b, benchSite())
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := Load(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(s.Hosts) != benchHosts {
+			b.Fatalf("loaded %d hosts, want %d", len(s.Hosts), benchHosts)
+		}
+	}
+}
+
+// BenchmarkLoaderEdit loads the same site again after one host file changed, as the daemon
+// does after an edit.
+func BenchmarkLoaderEdit(b *testing.B) {
+	files := benchSite()
+	dir := writeSite(b, files)
+	l := NewLoader(dir)
+	if _, err := l.Load(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		p := fmt.Sprintf("hosts/h%05d.toml", i*7919%benchHosts)
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(files[p]+"# edit "+strconv.Itoa(i)+"\n"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		l.Changed(p)
+		s, err := l.Load()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(s.Hosts) != benchHosts {
+			b.Fatalf("loaded %d hosts, want %d", len(s.Hosts), benchHosts)
+		}
+	}
+}
+
+// benchSite is a site of 10,000 hosts, 4 roles and a mounted file: the size of a large
+// datacenter hall on one appliance.
+func benchSite() map[string]string {
+	const hosts = benchHosts
 	files := map[string]string{
 		"site.toml": `[site]
 name = "hall"
@@ -50,15 +99,5 @@ provision = 1
 rack = "r%d"
 `, i>>16&0xff, i>>8&0xff, i&0xff, 1+i/200, 10+i%200, i%2, 2+i%2, i/40)
 	}
-	dir := writeSite(b, files)
-	b.ReportAllocs()
-	for b.Loop() {
-		s, err := Load(dir)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(s.Hosts) != hosts {
-			b.Fatalf("loaded %d hosts, want %d", len(s.Hosts), hosts)
-		}
-	}
+	return files
 }

@@ -31,7 +31,76 @@ const (
 // Errors (each with file, line, column, key, what was expected and a hint). It reads only
 // files inside dir: site.toml, hosts/*.toml, roles/*.toml and the files containers mount.
 // Hidden files and editor leftovers (".#a.toml", "a.toml~") are ignored.
-func Load(dir string) (*Site, error) {
+func Load(dir string) (*Site, error) { return NewLoader(dir).Load() }
+
+// A Loader loads one site directory again and again, as the daemon does after every edit. It
+// keeps every host file as it last parsed it and parses again only the host files it is told
+// changed (Changed) and those that appeared; site.toml, the roles, the files containers mount
+// and every check that spans files are read and run on each Load. On a site of 10,000 hosts an
+// edit of one host file so costs one parse instead of 10,000, and Load returns what site.Load
+// would, as long as every change is reported: the loader trusts what it is told and does not
+// look at files it keeps. Host files reached through a symlink of their own are read every
+// time, and a site or hosts directory that resolves elsewhere than before (a swapped ..data
+// link) is read afresh.
+//
+// A host whose file did not change, while [defaults] did not either, is the same *Host as the
+// last Load returned: treat a Site as read-only.
+type Loader struct {
+	dir string
+
+	mu       sync.Mutex // one Load at a time
+	root     string     // the site directory as the last Load resolved it
+	hostsDir string     // and its hosts/ directory
+	kept     map[string]*parsedHost
+	stale    map[string]bool // host files reported changed since the last Load
+	defaults *Defaults       // of the last valid Load
+}
+
+// parsedHost is a host file as the Loader last parsed it.
+type parsedHost struct {
+	host    Host              // as decoded, named after its file when it names no host
+	doc     *tomlpos.Document // nil when the file did not parse or decode at all
+	errs    []*Error          // what the file alone gets wrong
+	named   bool              // the file sets name
+	badName bool              // its file name is no host name and it sets none
+	final   *Host             // as the last valid Load returned it, defaults applied
+}
+
+// NewLoader returns a Loader of the site directory dir that has read nothing yet.
+func NewLoader(dir string) *Loader { return &Loader{dir: dir} }
+
+// Changed tells the loader that the files at paths (relative to the site directory) may have
+// changed since its last Load: the next Load parses them again. A path that is not a host file
+// needs no telling (those are read every time), except the hosts directory itself.
+func (l *Loader) Changed(paths ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range paths {
+		p = path.Clean(filepath.ToSlash(p))
+		switch {
+		case p == "." || p == HostsDir:
+			l.kept = nil
+		case strings.HasPrefix(p, HostsDir+"/"):
+			if l.stale == nil {
+				l.stale = map[string]bool{}
+			}
+			l.stale[p] = true
+		}
+	}
+}
+
+// Forget makes the next Load read every file again.
+func (l *Loader) Forget() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.kept = nil
+}
+
+// Load reads the site as it is now; see Load.
+func (l *Loader) Load() (*Site, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	dir := l.dir
 	info, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoSite, err)
@@ -46,19 +115,28 @@ func Load(dir string) (*Site, error) {
 	if root, err = filepath.Abs(root); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoSite, err)
 	}
-	l := &loader{root: root, site: &Site{Dir: dir, Roles: map[string]*Role{}}}
-	l.loadSiteFile()
-	l.loadHosts()
-	l.loadRoles()
-	l.validate()
-	if len(l.errs) > 0 {
-		l.errs.Sort()
-		return nil, l.errs
+	hostsDir, _ := filepath.EvalSymlinks(filepath.Join(root, HostsDir))
+	if root != l.root || hostsDir != l.hostsDir {
+		l.kept = nil // other files altogether
 	}
-	l.applyDefaults()
-	return l.site, nil
+	l.root, l.hostsDir = root, hostsDir
+	ld := &loader{root: root, site: &Site{Dir: dir, Roles: map[string]*Role{}}, kept: l.kept, stale: l.stale}
+	ld.loadSiteFile()
+	ld.loadHosts()
+	ld.loadRoles()
+	ld.validate()
+	l.kept, l.stale = ld.kept, nil
+	if len(ld.errs) > 0 {
+		ld.errs.Sort()
+		return nil, ld.errs
+	}
+	ld.applyDefaults(l.defaults)
+	defaults := ld.site.Defaults
+	l.defaults = &defaults
+	return ld.site, nil
 }
 
+// loader is one Load of a site.
 type loader struct {
 	root    string // the site directory, absolute, symlinks resolved
 	site    *Site
@@ -67,11 +145,20 @@ type loader struct {
 	roles   []roleEntry
 	errs    Errors
 	mu      sync.Mutex // guards errs while files load in parallel
+
+	kept  map[string]*parsedHost // host files parsed by earlier loads, by path
+	stale map[string]bool        // of which these changed
+
+	rolesOK map[string]bool // lists of roles found faultless on a host, joined by NUL
 }
 
+// hostEntry is a host of this load: a copy of its parsed file's, which validation names and
+// defaults fill in.
 type hostEntry struct {
-	host *Host
-	doc  *tomlpos.Document
+	host   *Host
+	doc    *tomlpos.Document
+	parsed *parsedHost
+	kept   bool // parsed by an earlier load
 }
 
 type roleEntry struct {
@@ -126,20 +213,18 @@ var patternText = map[string]string{
 
 var decoder = tomlpos.Decoder{Patterns: patternText}
 
-// parse reads and parses one TOML file of the site and decodes it into v.
-func (l *loader) parse(rel string, v any, what string) *tomlpos.Document {
+// parse reads and parses one TOML file of the site and decodes it into v. The document is nil
+// when the file could not be read or parsed.
+func (l *loader) parse(rel string, v any, what string) (*tomlpos.Document, []*Error) {
 	src, err := l.readFile(rel, maxTOMLSize)
 	if err != nil {
-		l.add(fileError(rel, "cannot read: "+err.Error(), ""))
-		return nil
+		return nil, []*Error{fileError(rel, "cannot read: "+err.Error(), "")}
 	}
 	doc, perr := tomlpos.Parse(rel, src)
 	if perr != nil {
-		l.add(perr)
-		return nil
+		return nil, []*Error{perr}
 	}
-	l.add(decoder.Decode(doc, v, what)...)
-	return doc
+	return doc, decoder.Decode(doc, v, what)
 }
 
 func (l *loader) loadSiteFile() {
@@ -149,21 +234,24 @@ func (l *loader) loadSiteFile() {
 		return
 	}
 	var f siteFile
-	l.siteDoc = l.parse(SiteFile, &f, SiteFile)
+	var errs []*Error
+	l.siteDoc, errs = l.parse(SiteFile, &f, SiteFile)
+	l.add(errs...)
 	l.site.Settings, l.site.Network, l.site.Defaults = f.Site, f.Network, f.Defaults
 }
 
-// listTOML lists the *.toml files of a sub-directory, sorted, as slash paths relative to the site.
-func (l *loader) listTOML(sub string) []string {
+// listTOML lists the *.toml files of a sub-directory, sorted, as slash paths relative to the
+// site, and says which are symlinks.
+func (l *loader) listTOML(sub string) (files []string, links map[string]bool) {
 	entries, err := os.ReadDir(filepath.Join(l.root, sub))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
 		l.add(fileError(sub, "cannot read directory: "+err.Error(), ""))
-		return nil
+		return nil, nil
 	}
-	var files []string
+	links = map[string]bool{}
 	for _, e := range entries {
 		name := e.Name()
 		rel := path.Join(sub, name)
@@ -175,29 +263,86 @@ func (l *loader) listTOML(sub string) []string {
 				"move its .toml files into "+sub+"/ itself"))
 		case strings.HasSuffix(name, ".toml"):
 			files = append(files, rel)
+			if e.Type()&fs.ModeSymlink != 0 {
+				links[rel] = true
+			}
 		}
 	}
-	return files
+	return files, links
 }
 
 func stem(rel string) string { return strings.TrimSuffix(path.Base(rel), ".toml") }
 
+// loadHosts parses the host files that are new or changed, in parallel, and takes the others
+// as earlier loads parsed them.
 func (l *loader) loadHosts() {
-	files := l.listTOML(HostsDir)
-	l.hosts = make([]hostEntry, len(files))
-	parallel(len(files), func(i int) {
-		h := &Host{File: files[i]}
-		l.hosts[i] = hostEntry{host: h, doc: l.parse(files[i], h, "host file")}
-	})
-	l.hosts = slices.DeleteFunc(l.hosts, func(e hostEntry) bool { return e.doc == nil })
+	files, links := l.listTOML(HostsDir)
+	parsed := make([]*parsedHost, len(files))
+	var todo []int
+	for i, f := range files {
+		if p, ok := l.kept[f]; ok && !l.stale[f] && !links[f] {
+			parsed[i] = p
+		} else {
+			todo = append(todo, i)
+		}
+	}
+	parallel(len(todo), func(j int) { parsed[todo[j]] = l.parseHost(files[todo[j]]) })
+	fresh := make(map[int]bool, len(todo))
+	for _, i := range todo {
+		fresh[i] = true
+	}
+	l.kept = make(map[string]*parsedHost, len(files))
+	for i, p := range parsed {
+		l.kept[files[i]] = p
+		l.add(p.errs...)
+		if p.doc == nil || p.badName {
+			continue
+		}
+		h := p.host // a copy: validation and defaults write to it
+		h.Partitions = slices.Clone(h.Partitions)
+		l.hosts = append(l.hosts, hostEntry{host: &h, doc: p.doc, parsed: p, kept: !fresh[i]})
+	}
+}
+
+// parseHost parses one host file and checks what it alone can get wrong.
+func (l *loader) parseHost(rel string) *parsedHost {
+	p := &parsedHost{host: Host{File: rel}}
+	h := &p.host
+	p.doc, p.errs = l.parse(rel, h, "host file")
+	d := p.doc
+	if d == nil {
+		return p
+	}
+	d.Data = nil // decoded; what is kept is the positions, for messages
+	p.named = h.Name != ""
+	if !p.named {
+		h.Name = stem(h.File)
+		if !hostnameRe.MatchString(h.Name) {
+			p.badName = true
+			p.errs = append(p.errs, fileError(h.File, fmt.Sprintf("file name %q is not a valid host name", h.Name),
+				`rename the file (lowercase letters, digits and '-'), or set name = "..." in it`))
+			return p
+		}
+	}
+	p.errs = append(p.errs, checkKeys(d, "ssh_authorized_keys", h.SSHAuthorizedKeys)...)
+	p.errs = append(p.errs, checkTimezone(d, "timezone", h.Timezone)...)
+	for _, k := range tomlpos.SortedKeys(h.Labels) {
+		if !labelKeyRe.MatchString(k) {
+			p.errs = append(p.errs, d.ErrAt(tomlpos.Join("labels", k), true, fmt.Sprintf("%q is not a label key", k), "use letters, digits, '.', '_', '-' and '/', at most 63, starting and ending with a letter or digit"))
+		}
+	}
+	p.errs = append(p.errs, checkPartitions(d, h)...)
+	return p
 }
 
 func (l *loader) loadRoles() {
-	files := l.listTOML(RolesDir)
+	files, _ := l.listTOML(RolesDir)
 	l.roles = make([]roleEntry, len(files))
 	parallel(len(files), func(i int) {
 		r := &Role{Name: stem(files[i]), File: files[i]}
-		l.roles[i] = roleEntry{role: r, doc: l.parse(files[i], r, "role file")}
+		doc, errs := l.parse(files[i], r, "role file")
+		l.add(errs...)
+		l.roles[i] = roleEntry{role: r, doc: doc}
 	})
 	for _, e := range l.roles {
 		l.site.Roles[e.role.Name] = e.role // roles that failed to parse still count as defined

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -125,24 +126,25 @@ func (l *loader) validateNetwork() {
 
 func (l *loader) validateDefaults() {
 	df := &l.site.Defaults
-	l.checkKeys(l.siteDoc, "defaults.ssh_authorized_keys", df.SSHAuthorizedKeys)
-	l.checkTimezone(l.siteDoc, "defaults.timezone", df.Timezone)
+	l.add(checkKeys(l.siteDoc, "defaults.ssh_authorized_keys", df.SSHAuthorizedKeys)...)
+	l.add(checkTimezone(l.siteDoc, "defaults.timezone", df.Timezone)...)
 }
 
-func (l *loader) checkKeys(d *tomlpos.Document, path string, keys []string) {
+func checkKeys(d *tomlpos.Document, path string, keys []string) (errs []*Error) {
 	for i, k := range keys {
 		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
-			l.add(d.ErrAt(tomlpos.Elem(path, i), false, "not an SSH public key: "+strings.TrimPrefix(err.Error(), "ssh: "),
+			errs = append(errs, d.ErrAt(tomlpos.Elem(path, i), false, "not an SSH public key: "+strings.TrimPrefix(err.Error(), "ssh: "),
 				`paste one line of an authorized_keys or .pub file, e.g. "ssh-ed25519 AAAA... admin@example"`))
 		}
 	}
+	return errs
 }
 
 var tzCache sync.Map // string -> bool: whether it is a known zone
 
-func (l *loader) checkTimezone(d *tomlpos.Document, path, tz string) {
+func checkTimezone(d *tomlpos.Document, path, tz string) []*Error {
 	if tz == "" {
-		return
+		return nil
 	}
 	known, ok := tzCache.Load(tz)
 	if !ok {
@@ -150,8 +152,9 @@ func (l *loader) checkTimezone(d *tomlpos.Document, path, tz string) {
 		known, _ = tzCache.LoadOrStore(tz, err == nil && tz != "Local") // Local differs from machine to machine
 	}
 	if !known.(bool) {
-		l.add(d.ErrAt(path, false, fmt.Sprintf("%q is not a known time zone", tz), `use an IANA name such as "UTC" or "Europe/Berlin"`))
+		return []*Error{d.ErrAt(path, false, fmt.Sprintf("%q is not a known time zone", tz), `use an IANA name such as "UTC" or "Europe/Berlin"`)}
 	}
+	return nil
 }
 
 func (l *loader) validateRole(e roleEntry) {
@@ -237,6 +240,8 @@ func overlap(a, b []Port) (int, int, bool) {
 	return 0, 0, false
 }
 
+// validateHosts runs the checks that span host files, or need site.toml or the roles; what a
+// host file alone can get wrong was found when it was parsed.
 func (l *loader) validateHosts() {
 	type seen struct {
 		doc  *tomlpos.Document
@@ -247,15 +252,9 @@ func (l *loader) validateHosts() {
 	n := &l.site.Network
 	for _, e := range l.hosts {
 		h, d := e.host, e.doc
-		namePath := "name"
-		if h.Name == "" {
-			h.Name = stem(h.File)
-			namePath = ""
-			if !hostnameRe.MatchString(h.Name) {
-				l.add(fileError(h.File, fmt.Sprintf("file name %q is not a valid host name", h.Name),
-					`rename the file (lowercase letters, digits and '-'), or set name = "..." in it`))
-				continue
-			}
+		namePath := ""
+		if e.parsed.named {
+			namePath = "name"
 		}
 		if s, dup := names[h.Name]; dup {
 			err := d.ErrAt(namePath, false, fmt.Sprintf("host name %q is already used by %s", h.Name, s.doc.Where(s.path)), "every host needs its own name")
@@ -296,27 +295,19 @@ func (l *loader) validateHosts() {
 		if h.Disk == "" && l.site.Defaults.Disk == "" && l.siteDoc != nil {
 			l.add(fileError(h.File, "no target disk for this host", `set disk = "first-nonremovable" (or a device path) here, or disk in [defaults] of site.toml`))
 		}
-		l.checkKeys(d, "ssh_authorized_keys", h.SSHAuthorizedKeys)
-		l.checkTimezone(d, "timezone", h.Timezone)
-		for _, k := range tomlpos.SortedKeys(h.Labels) {
-			if !labelKeyRe.MatchString(k) {
-				l.add(d.ErrAt(tomlpos.Join("labels", k), true, fmt.Sprintf("%q is not a label key", k), "use letters, digits, '.', '_', '-' and '/', at most 63, starting and ending with a letter or digit"))
-			}
-		}
-		l.validatePartitions(d, h)
 		l.validateHostRoles(d, h)
 	}
 }
 
-func (l *loader) validatePartitions(d *tomlpos.Document, h *Host) {
+func checkPartitions(d *tomlpos.Document, h *Host) (errs []*Error) {
 	labels, mounts := map[string]int{}, map[string]int{}
 	for i, p := range h.Partitions {
 		pp := tomlpos.Elem("partition", i)
 		if p.Size == 0 && i != len(h.Partitions)-1 {
-			l.add(d.ErrAt(pp, true, "only the last partition may leave out size", `give a size such as "20GiB"`))
+			errs = append(errs, d.ErrAt(pp, true, "only the last partition may leave out size", `give a size such as "20GiB"`))
 		}
 		if j, dup := labels[p.Label]; dup && p.Label != "" {
-			l.add(d.ErrAt(pp+".label", false, fmt.Sprintf("label %q is already used by %s", p.Label, d.Where(tomlpos.Elem("partition", j)+".label")), "partition labels must be unique"))
+			errs = append(errs, d.ErrAt(pp+".label", false, fmt.Sprintf("label %q is already used by %s", p.Label, d.Where(tomlpos.Elem("partition", j)+".label")), "partition labels must be unique"))
 		}
 		labels[p.Label] = i
 		if p.Mount == "" {
@@ -324,21 +315,37 @@ func (l *loader) validatePartitions(d *tomlpos.Document, h *Host) {
 		}
 		switch {
 		case p.Filesystem == "swap" || p.Filesystem == "none":
-			l.add(d.ErrAt(pp+".mount", false, fmt.Sprintf("a %s partition has no mount point", p.Filesystem), "remove mount"))
+			errs = append(errs, d.ErrAt(pp+".mount", false, fmt.Sprintf("a %s partition has no mount point", p.Filesystem), "remove mount"))
 		case !isCleanAbs(p.Mount) || p.Mount == "/":
-			l.add(d.ErrAt(pp+".mount", false, fmt.Sprintf("%q is not a mount point", p.Mount), `write an absolute path other than "/", e.g. "/var/lib/data"`))
+			errs = append(errs, d.ErrAt(pp+".mount", false, fmt.Sprintf("%q is not a mount point", p.Mount), `write an absolute path other than "/", e.g. "/var/lib/data"`))
 		default:
 			if j, dup := mounts[p.Mount]; dup {
-				l.add(d.ErrAt(pp+".mount", false, fmt.Sprintf("%s is already mounted by %s", p.Mount, d.Where(tomlpos.Elem("partition", j)+".mount")), "mount each path once"))
+				errs = append(errs, d.ErrAt(pp+".mount", false, fmt.Sprintf("%s is already mounted by %s", p.Mount, d.Where(tomlpos.Elem("partition", j)+".mount")), "mount each path once"))
 			}
 			mounts[p.Mount] = i
 		}
 	}
+	return errs
 }
 
 // validateHostRoles checks what only the combination of a host's roles can get wrong: unknown
 // roles, and two roles that put containers of the same name, or the same host port, on it.
+//
+// Hosts share a few combinations of roles: one found faultless is not checked again.
 func (l *loader) validateHostRoles(d *tomlpos.Document, h *Host) {
+	key := strings.Join(h.Roles, "\x00")
+	if l.rolesOK[key] {
+		return
+	}
+	before := len(l.errs)
+	defer func() {
+		if len(l.errs) == before {
+			if l.rolesOK == nil {
+				l.rolesOK = map[string]bool{}
+			}
+			l.rolesOK[key] = true
+		}
+	}()
 	type placed struct {
 		role string
 		c    *Container
@@ -383,12 +390,20 @@ func (l *loader) validateHostRoles(d *tomlpos.Document, h *Host) {
 }
 
 // applyDefaults fills in what the site leaves to defaults, once the site is known to be valid.
-func (l *loader) applyDefaults() {
+// A host file kept from an earlier load whose defaults were prev, as they still are, gives the
+// host that load made.
+func (l *loader) applyDefaults(prev *Defaults) {
 	s := l.site
 	if s.Defaults.Timezone == "" {
 		s.Defaults.Timezone = "UTC"
 	}
+	same := prev != nil && reflect.DeepEqual(*prev, s.Defaults)
+	s.Hosts = make([]*Host, 0, len(l.hosts))
 	for _, e := range l.hosts {
+		if e.kept && same && e.parsed.final != nil {
+			s.Hosts = append(s.Hosts, e.parsed.final)
+			continue
+		}
 		h := e.host
 		h.OS = cmp.Or(h.OS, s.Defaults.OS)
 		h.Disk = cmp.Or(h.Disk, s.Defaults.Disk)
@@ -398,6 +413,7 @@ func (l *loader) applyDefaults() {
 		for i := range h.Partitions {
 			h.Partitions[i].Filesystem = cmp.Or(h.Partitions[i].Filesystem, "ext4")
 		}
+		e.parsed.final = h
 		s.Hosts = append(s.Hosts, h)
 	}
 	slices.SortFunc(s.Hosts, func(a, b *Host) int { return strings.Compare(a.Name, b.Name) })

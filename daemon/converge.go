@@ -22,18 +22,34 @@ import (
 // changes (or a reload is asked for), applies it when it is valid, and keeps the last good
 // site when it is not, publishing why.
 type converger struct {
-	dir    string
 	st     state.Store
 	log    *slog.Logger
 	notify func(string) // sd_notify lines
 
+	// The loader parses again only the files the watcher reports changed, and the applier
+	// encodes again only the hosts that changed.
+	loader  *site.Loader
+	applier *reconcile.Applier
+
 	mu  sync.Mutex
 	cur api.Current
-	fp  string // fingerprint of the site last loaded
 
 	// beat is when the loop last went round (unix nanoseconds): the watchdog is fed only while
 	// it is recent, so a wedged loop gets the daemon restarted.
 	beat atomic.Int64
+}
+
+func newConverger(dir string, st state.Store, log *slog.Logger, notify func(string)) *converger {
+	c := &converger{st: st, log: log, notify: notify, loader: site.NewLoader(dir), applier: reconcile.NewApplier(st)}
+	var last time.Time
+	c.applier.Progress = func(done, total int) {
+		// A first apply of thousands of hosts takes a while: say how far it is, every second.
+		if done < total && time.Since(last) >= time.Second {
+			last = time.Now()
+			c.log.Info("applying the site", "done", done, "total", total)
+		}
+	}
+	return c
 }
 
 // Current implements api.Config.Current.
@@ -49,8 +65,15 @@ func (c *converger) alive(d time.Duration) bool {
 }
 
 // load reads the site and applies it if it is valid. It never applies half a site: an invalid
-// one changes nothing but the recorded attempt and the published error.
-func (c *converger) load(ctx context.Context, reason, fingerprint string) {
+// one changes nothing but the recorded attempt and the published error. ch says why, and which
+// files changed since the last load.
+func (c *converger) load(ctx context.Context, ch watch.Change) {
+	reason, fingerprint := ch.Reason, ch.Fingerprint
+	if ch.All {
+		c.loader.Forget()
+	} else {
+		c.loader.Changed(ch.Files...)
+	}
 	var g state.Generation
 	if err := c.st.View(ctx, func(tx state.Tx) (err error) { g, err = tx.Generation(); return err }); err != nil {
 		c.log.Error("reading the state", "err", err)
@@ -58,15 +81,15 @@ func (c *converger) load(ctx context.Context, reason, fingerprint string) {
 	}
 	gen := g.Attempted + 1
 	log := c.log.With("site_generation", gen)
-	s, err := site.Load(c.dir)
+	s, err := c.loader.Load()
 	c.mu.Lock()
-	c.fp, c.cur.LoadedAt = fingerprint, time.Now()
+	c.cur.LoadedAt = time.Now()
 	c.mu.Unlock()
 	if err != nil {
 		c.reject(ctx, log, gen, fingerprint, err)
 		return
 	}
-	p, err := reconcile.Apply(ctx, c.st, s, gen, fingerprint)
+	p, err := c.applier.Apply(ctx, s, gen, fingerprint)
 	if err != nil {
 		c.reject(ctx, log, gen, fingerprint, err)
 		return
@@ -142,7 +165,7 @@ func (c *converger) status(ctx context.Context) string {
 // run loads the site once, then follows the watcher and reload requests until ctx ends.
 func (c *converger) run(ctx context.Context, w *watch.Watcher, reload <-chan os.Signal, ready func()) error {
 	c.beat.Store(time.Now().UnixNano())
-	c.load(ctx, "start", w.Fingerprint())
+	c.load(ctx, watch.Change{Reason: "start", Fingerprint: w.Fingerprint(), All: true})
 	ready()
 	watched := make(chan error, 1)
 	go func() { watched <- w.Run(ctx) }()
@@ -159,7 +182,7 @@ func (c *converger) run(ctx context.Context, w *watch.Watcher, reload <-chan os.
 			c.notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
 			w.Trigger("systemctl reload")
 		case ch := <-w.C:
-			c.load(ctx, ch.Reason, ch.Fingerprint)
+			c.load(ctx, ch)
 			if strings.HasPrefix(ch.Reason, "forced") {
 				c.notify("READY=1")
 			}

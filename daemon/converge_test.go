@@ -87,7 +87,7 @@ func TestConvergerKeepsLastGoodSite(t *testing.T) {
 	dir := copySite(t)
 	st := state.NewMemory(0)
 	var n notes
-	c := &converger{dir: dir, st: st, log: slog.New(slog.DiscardHandler), notify: n.add}
+	c := newConverger(dir, st, slog.New(slog.DiscardHandler), n.add)
 	w, err := watch.New(watch.Config{Dir: dir, Quiet: 100 * time.Millisecond, Resync: -1})
 	if err != nil {
 		t.Fatal(err)

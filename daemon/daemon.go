@@ -207,7 +207,7 @@ func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	conv := &converger{dir: cfg.SiteDir, st: st, log: log, notify: func(s string) { _, _ = n.Notify(s) }}
+	conv := newConverger(cfg.SiteDir, st, log, func(s string) { _, _ = n.Notify(s) })
 	a, err := api.New(api.Config{Store: st, Current: conv.Current, Log: log, Version: opts.Version})
 	if err != nil {
 		_ = st.Close()

@@ -112,6 +112,9 @@ type snapshot struct {
 // eventScan bounds how far back the last event of each host is looked for.
 const eventScan = 2000
 
+// hostEvents is how many of its newest events a host's detail shows.
+const hostEvents = 100
+
 // read takes a snapshot; with ?full=1 hosts keep their recorded spec and containers (what
 // cairn site plan --server diffs a site against).
 func (s *server) read(r *http.Request) (snapshot, error) {
@@ -128,7 +131,7 @@ func (s *server) read(r *http.Request) (snapshot, error) {
 			return err
 		}
 		last := map[string]state.Event{}
-		if evs, err := lastEvents(tx, eventScan); err == nil {
+		if evs, err := tx.Latest(eventScan, ""); err == nil {
 			for _, e := range evs {
 				if e.Host != "" {
 					last[e.Host] = e
@@ -153,24 +156,6 @@ func (s *server) read(r *http.Request) (snapshot, error) {
 		snap.status.Site = cur.Site.Settings.Name
 	}
 	return snap, err
-}
-
-// lastEvents returns up to n of the newest events.
-func lastEvents(tx state.Tx, n int) ([]state.Event, error) {
-	var out []state.Event
-	after := uint64(0)
-	for {
-		page, err := tx.Events(after, 1000)
-		if err != nil || len(page) == 0 {
-			break
-		}
-		out = append(out, page...)
-		if len(out) > n {
-			out = out[len(out)-n:]
-		}
-		after = page[len(page)-1].Seq
-	}
-	return out, nil
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
@@ -205,16 +190,11 @@ func (s *server) host(w http.ResponseWriter, r *http.Request) {
 		}
 		found = true
 		d.Host = view(h)
-		evs, err := lastEvents(tx, eventScan)
+		evs, err := tx.Latest(hostEvents, name)
 		if err != nil {
 			return err
 		}
-		d.Events = []state.Event{}
-		for _, e := range evs {
-			if e.Host == name {
-				d.Events = append(d.Events, e)
-			}
-		}
+		d.Events = append([]state.Event{}, evs...)
 		return nil
 	})
 	switch {

@@ -85,34 +85,63 @@ type container struct {
 }
 
 // Desire works out what the site asks of each host, by name.
-func Desire(s *site.Site) (map[string]Desired, error) {
+func Desire(s *site.Site) (map[string]Desired, error) { return new(Memo).Desire(s) }
+
+// A Memo remembers the spec Desire encoded for each host of the last site it was given, so
+// that the next site, in which few hosts changed, costs few encodings. It knows hosts by
+// identity: a site.Loader returns a host whose file did not change as the same *site.Host.
+type Memo struct {
+	specs map[*site.Host]json.RawMessage
+}
+
+// Desire works out what the site asks of each host, by name, encoding only the hosts that
+// are new since the last call.
+func (m *Memo) Desire(s *site.Site) (map[string]Desired, error) {
 	out := make(map[string]Desired, len(s.Hosts))
+	specs := make(map[*site.Host]json.RawMessage, len(s.Hosts))
+	byRoles := map[string]json.RawMessage{} // hosts share a few lists of roles
 	for _, h := range s.Hosts {
-		sp := spec{MAC: h.MAC.String(), OS: h.OS, Disk: string(h.Disk), Partitions: h.Partitions,
-			SSHAuthorizedKeys: h.SSHAuthorizedKeys, Timezone: h.Timezone, Labels: h.Labels}
-		if h.IP.IsValid() {
-			sp.IP = h.IP.String()
-		}
-		var cs []container
-		for _, r := range h.Roles {
-			for _, c := range s.Roles[r].Containers {
-				cs = append(cs, container{Container: c, Role: r})
+		specJSON, ok := m.specs[h]
+		if !ok {
+			sp := spec{MAC: h.MAC.String(), OS: h.OS, Disk: string(h.Disk), Partitions: h.Partitions,
+				SSHAuthorizedKeys: h.SSHAuthorizedKeys, Timezone: h.Timezone, Labels: h.Labels}
+			if h.IP.IsValid() {
+				sp.IP = h.IP.String()
 			}
-		}
-		slices.SortFunc(cs, func(a, b container) int { return cmp.Compare(a.Name, b.Name) })
-		specJSON, err := json.Marshal(sp)
-		if err != nil {
-			return nil, fmt.Errorf("host %s: %w", h.Name, err)
-		}
-		var containersJSON []byte
-		if len(cs) > 0 {
-			if containersJSON, err = json.Marshal(cs); err != nil {
+			var err error
+			if specJSON, err = json.Marshal(sp); err != nil {
 				return nil, fmt.Errorf("host %s: %w", h.Name, err)
 			}
 		}
+		specs[h] = specJSON
+		key := strings.Join(h.Roles, "\x00")
+		containersJSON, ok := byRoles[key]
+		if !ok {
+			var err error
+			if containersJSON, err = containersOf(s, h.Roles); err != nil {
+				return nil, fmt.Errorf("host %s: %w", h.Name, err)
+			}
+			byRoles[key] = containersJSON
+		}
 		out[h.Name] = Desired{Host: h, Spec: specJSON, Containers: containersJSON}
 	}
+	m.specs = specs
 	return out, nil
+}
+
+// containersOf encodes the containers of a list of roles, sorted by name; nil for none.
+func containersOf(s *site.Site, roles []string) (json.RawMessage, error) {
+	var cs []container
+	for _, r := range roles {
+		for _, c := range s.Roles[r].Containers {
+			cs = append(cs, container{Container: c, Role: r})
+		}
+	}
+	if len(cs) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(cs, func(a, b container) int { return cmp.Compare(a.Name, b.Name) })
+	return json.Marshal(cs)
 }
 
 // Compute plans the site s against the recorded hosts.
@@ -121,6 +150,11 @@ func Compute(s *site.Site, recorded []state.Host) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	return Diff(s, desired, recorded), nil
+}
+
+// Diff plans the site s, whose hosts want desired (see Desire), against the recorded hosts.
+func Diff(s *site.Site, desired map[string]Desired, recorded []state.Host) *Plan {
 	p := &Plan{Items: []Item{}}
 	known := map[string]state.Host{}
 	byMAC := map[string]state.Host{}
@@ -178,12 +212,15 @@ func Compute(s *site.Site, recorded []state.Host) (*Plan, error) {
 			p.Refused = "the plan removes every container of the site; if that is meant, set allow_mass_removal = true in [site] of site.toml for this change"
 		}
 	}
-	return p, nil
+	return p
 }
 
 // sameJSON compares two JSON values as written by Desire, whatever white space they picked up
 // on the way (an API that indents, say).
 func sameJSON(a, b json.RawMessage) bool {
+	if bytes.Equal(a, b) {
+		return true // the usual case: both as Desire wrote them
+	}
 	var ca, cb bytes.Buffer
 	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
 		return bytes.Equal(a, b)

@@ -132,3 +132,64 @@ func TestCompute(t *testing.T) {
 		})
 	}
 }
+
+// TestMemoDesiresWhatDesireDoes loads a site again and again through a site.Loader while its
+// hosts, defaults and role change, and checks that a Memo gives what a fresh Desire does.
+func TestMemoDesiresWhatDesireDoes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(p, c string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("site.toml", fmt.Sprintf(siteTOML, ""))
+	write("roles/web.toml", "[[container]]\nname = \"web\"\nimage = \"docker.io/library/nginx:1.27\"\n")
+	host := func(i, v int) string {
+		roles := []string{`[]`, `["web"]`}[v%2]
+		return fmt.Sprintf("mac = \"52:54:00:00:00:%02x\"\nroles = %s\n[labels]\nv = \"%d\"\n", i, roles, v)
+	}
+	for i := range 10 {
+		write(fmt.Sprintf("hosts/h%d.toml", i), host(i, 0))
+	}
+	l := site.NewLoader(dir)
+	var m Memo
+	for round := range 30 {
+		var changed []string
+		switch round % 5 {
+		case 3:
+			write("site.toml", fmt.Sprintf(siteTOML, "")+fmt.Sprintf("timezone = %q\n", []string{"UTC", "Europe/Paris"}[round%2]))
+		case 4:
+			write("roles/web.toml", fmt.Sprintf("[[container]]\nname = \"web\"\nimage = \"docker.io/library/nginx:1.%d\"\n", round))
+		default:
+			p := fmt.Sprintf("hosts/h%d.toml", round%10)
+			write(p, host(round%10, round))
+			changed = append(changed, p)
+		}
+		l.Changed(changed...)
+		s, err := l.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Desire(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := Desire(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, w := range want {
+			g := got[name]
+			if string(g.Spec) != string(w.Spec) || string(g.Containers) != string(w.Containers) || g.Host != w.Host {
+				t.Fatalf("round %d, host %s: memo gives %s %s, Desire %s %s", round, name, g.Spec, g.Containers, w.Spec, w.Containers)
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("round %d: memo gives %d hosts, Desire %d", round, len(got), len(want))
+		}
+	}
+}

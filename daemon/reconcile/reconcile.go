@@ -28,28 +28,63 @@ var ErrRefused = errors.New("reconcile: plan refused")
 // Attempt records that generation gen (the site with this fingerprint) is being applied, or,
 // with a non-nil cause, that it could not be (an invalid site): the last good site stays.
 func Attempt(ctx context.Context, st state.Store, gen int64, fingerprint string, cause error) error {
-	return st.Update(ctx, func(tx state.Tx) error {
-		g, err := tx.Generation()
-		if err != nil {
+	return st.Update(ctx, func(tx state.Tx) error { return attempt(tx, gen, fingerprint, cause) })
+}
+
+func attempt(tx state.Tx, gen int64, fingerprint string, cause error) error {
+	g, err := tx.Generation()
+	if err != nil {
+		return err
+	}
+	g.Attempted, g.AttemptedFingerprint, g.AttemptedAt, g.Error = gen, fingerprint, now(), ""
+	if cause != nil {
+		g.Error = cause.Error()
+		if err := tx.Append(state.Event{Kind: "site.rejected", Message: fmt.Sprintf("generation %d not applied: %v", gen, cause)}); err != nil {
 			return err
 		}
-		g.Attempted, g.AttemptedFingerprint, g.AttemptedAt, g.Error = gen, fingerprint, now(), ""
-		if cause != nil {
-			g.Error = cause.Error()
-			if err := tx.Append(state.Event{Kind: "site.rejected", Message: fmt.Sprintf("generation %d not applied: %v", gen, cause)}); err != nil {
-				return err
-			}
-		}
-		return tx.SetGeneration(g)
-	})
+	}
+	return tx.SetGeneration(g)
+}
+
+// applied records generation gen, which plan p brought, as applied.
+func applied(tx state.Tx, gen int64, fingerprint string, p *plan.Plan) error {
+	g, err := tx.Generation()
+	if err != nil {
+		return err
+	}
+	g.Applied, g.AppliedFingerprint, g.AppliedAt = gen, fingerprint, now()
+	if err := tx.SetGeneration(g); err != nil {
+		return err
+	}
+	if p.Empty() {
+		return nil
+	}
+	return tx.Append(state.Event{Kind: "site.applied", Message: fmt.Sprintf("generation %d applied: %d change(s)", gen, len(p.Items))})
 }
 
 // Apply makes the state what site s asks and records generation gen as applied. It returns
 // the plan it carried out.
 func Apply(ctx context.Context, st state.Store, s *site.Site, gen int64, fingerprint string) (*plan.Plan, error) {
-	if err := Attempt(ctx, st, gen, fingerprint, nil); err != nil {
-		return nil, err
-	}
+	return NewApplier(st).Apply(ctx, s, gen, fingerprint)
+}
+
+// An Applier applies one site after another to a store, as the daemon does after each edit,
+// encoding again only the hosts that changed since the last site (see plan.Memo).
+type Applier struct {
+	st   state.Store
+	memo plan.Memo
+	// Progress, when set, is told after each transaction how many of the plan's items are
+	// applied.
+	Progress func(done, total int)
+}
+
+// NewApplier returns an Applier of the store st.
+func NewApplier(st state.Store) *Applier { return &Applier{st: st} }
+
+// Apply makes the state what site s asks and records generation gen as applied. It returns
+// the plan it carried out.
+func (a *Applier) Apply(ctx context.Context, s *site.Site, gen int64, fingerprint string) (*plan.Plan, error) {
+	st := a.st
 	var recorded []state.Host
 	if err := st.View(ctx, func(tx state.Tx) (err error) {
 		recorded, err = tx.Hosts()
@@ -57,17 +92,14 @@ func Apply(ctx context.Context, st state.Store, s *site.Site, gen int64, fingerp
 	}); err != nil {
 		return nil, err
 	}
-	p, err := plan.Compute(s, recorded)
+	desired, err := a.memo.Desire(s)
 	if err != nil {
 		return nil, err
 	}
+	p := plan.Diff(s, desired, recorded)
 	if p.Refused != "" {
 		err := fmt.Errorf("%w: %s", ErrRefused, p.Refused)
 		return p, errors.Join(err, Attempt(ctx, st, gen, fingerprint, err))
-	}
-	desired, err := plan.Desire(s)
-	if err != nil {
-		return nil, err
 	}
 	byMAC := map[string]string{} // discovered machines, by MAC, to adopt
 	for _, h := range recorded {
@@ -75,37 +107,41 @@ func Apply(ctx context.Context, st state.Store, s *site.Site, gen int64, fingerp
 			byMAC[h.MAC] = h.Name
 		}
 	}
-	for batch := range slices.Chunk(p.Items, stepsPerTx) {
+	// The first transaction also records the attempt, the last one the generation applied:
+	// an edit of one host is one transaction, one disk sync.
+	batches := slices.Collect(slices.Chunk(p.Items, stepsPerTx))
+	if len(batches) == 0 {
+		batches = [][]plan.Item{nil}
+	}
+	done := 0
+	for i, batch := range batches {
 		if err := ctx.Err(); err != nil {
 			return p, err
 		}
 		err := st.Update(ctx, func(tx state.Tx) error {
+			if i == 0 {
+				if err := attempt(tx, gen, fingerprint, nil); err != nil {
+					return err
+				}
+			}
 			for _, it := range batch {
 				if err := step(tx, it, desired[it.Host], byMAC, gen); err != nil {
 					return fmt.Errorf("applying %s to host %s: %w", it.Action, it.Host, err)
 				}
+			}
+			if i == len(batches)-1 {
+				return applied(tx, gen, fingerprint, p)
 			}
 			return nil
 		})
 		if err != nil {
 			return p, err
 		}
+		if done += len(batch); a.Progress != nil {
+			a.Progress(done, len(p.Items))
+		}
 	}
-	err = st.Update(ctx, func(tx state.Tx) error {
-		g, err := tx.Generation()
-		if err != nil {
-			return err
-		}
-		g.Applied, g.AppliedFingerprint, g.AppliedAt = gen, fingerprint, now()
-		if err := tx.SetGeneration(g); err != nil {
-			return err
-		}
-		if p.Empty() {
-			return nil
-		}
-		return tx.Append(state.Event{Kind: "site.applied", Message: fmt.Sprintf("generation %d applied: %d change(s)", gen, len(p.Items))})
-	})
-	return p, err
+	return p, nil
 }
 
 // step applies one item of a plan inside one transaction.

@@ -1,12 +1,14 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -18,12 +20,14 @@ import (
 
 // SchemaVersion is the layout of the state file this cairn writes. Opening an older file
 // migrates it; opening a newer one is refused.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 var (
 	bucketMeta   = []byte("meta")
 	bucketHosts  = []byte("hosts")
 	bucketEvents = []byte("events")
+	// bucketHostEvents indexes the events that name a host: HOST NUL SEQ, empty values.
+	bucketHostEvents = []byte("host-events")
 	keySchema    = []byte("schema")
 	keyGen       = []byte("generation")
 )
@@ -38,6 +42,30 @@ var migrations = []func(*bolt.Tx) error{
 		}
 		return nil
 	},
+	1: func(tx *bolt.Tx) error {
+		idx, err := tx.CreateBucketIfNotExists(bucketHostEvents)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
+			host, err := eventHost(v)
+			if err != nil || host == "" {
+				return err
+			}
+			return idx.Put(hostEventKey(host, binary.BigEndian.Uint64(k)), nil)
+		})
+	},
+}
+
+func hostEventKey(host string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(host), 0), seq)
+}
+
+// eventHost reads the host an encoded event names.
+func eventHost(v []byte) (string, error) {
+	var e struct{ Host string }
+	err := json.Unmarshal(v, &e)
+	return e.Host, err
 }
 
 // Options tune a bbolt store.
@@ -361,12 +389,27 @@ func (t *boltTx) Append(e Event) error {
 	if err := b.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
 		return err
 	}
+	idx := t.tx.Bucket(bucketHostEvents)
+	if e.Host != "" {
+		if err := idx.Put(hostEventKey(e.Host, seq), nil); err != nil {
+			return err
+		}
+	}
 	t.rec.ch.Events = true
 	// Retention: drop what is older than the newest `retention` events.
 	if seq > uint64(t.retention) { //nolint:gosec // retention is positive
 		c := b.Cursor()
 		limit := seq - uint64(t.retention) //nolint:gosec // retention is positive
-		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= limit; k, _ = c.First() {
+		for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) <= limit; k, v = c.First() {
+			host, err := eventHost(v)
+			if err != nil {
+				return fmt.Errorf("state: event %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			if host != "" {
+				if err := idx.Delete(hostEventKey(host, binary.BigEndian.Uint64(k))); err != nil {
+					return err
+				}
+			}
 			if err := c.Delete(); err != nil {
 				return err
 			}
@@ -385,5 +428,51 @@ func (t *boltTx) Events(after uint64, limit int) ([]Event, error) {
 		}
 		out = append(out, e)
 	}
+	return out, nil
+}
+
+func (t *boltTx) Latest(n int, host string) ([]Event, error) {
+	events := t.tx.Bucket(bucketEvents)
+	decode := func(k, v []byte) (Event, error) {
+		var e Event
+		if err := json.Unmarshal(v, &e); err != nil {
+			return e, fmt.Errorf("state: event %d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		return e, nil
+	}
+	out := make([]Event, 0, min(n, 1024))
+	if host == "" {
+		c := events.Cursor()
+		for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
+			e, err := decode(k, v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+		}
+	} else {
+		// The host's entries of the index, newest first: seek past its last one, step back.
+		prefix := append([]byte(host), 0)
+		c := t.tx.Bucket(bucketHostEvents).Cursor()
+		k, _ := c.Seek(hostEventKey(host, math.MaxUint64))
+		if k == nil {
+			k, _ = c.Last()
+		} else if !bytes.Equal(k, hostEventKey(host, math.MaxUint64)) {
+			k, _ = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 && len(out) < n; k, _ = c.Prev() {
+			seq := k[len(prefix):]
+			v := events.Get(seq)
+			if v == nil {
+				continue // dropped by retention in an older cairn's file
+			}
+			e, err := decode(seq, v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+		}
+	}
+	slices.Reverse(out)
 	return out, nil
 }

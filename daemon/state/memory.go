@@ -146,3 +146,14 @@ func (t *memTx) Events(after uint64, limit int) ([]Event, error) {
 	}
 	return slices.Clone(out), nil
 }
+
+func (t *memTx) Latest(n int, host string) ([]Event, error) {
+	var out []Event
+	for i := len(t.d.events) - 1; i >= 0 && len(out) < n; i-- {
+		if e := t.d.events[i]; host == "" || e.Host == host {
+			out = append(out, e)
+		}
+	}
+	slices.Reverse(out)
+	return out, nil
+}

@@ -91,6 +91,8 @@ type Tx interface {
 	Append(e Event) error
 	// Events returns up to limit events with Seq > after, oldest first.
 	Events(after uint64, limit int) ([]Event, error)
+	// Latest returns the newest n events (of host only, when host is not ""), oldest first.
+	Latest(n int, host string) ([]Event, error)
 }
 
 // Store keeps the state.

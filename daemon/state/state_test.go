@@ -100,7 +100,8 @@ func TestUpdateIsAllOrNothing(t *testing.T) {
 func TestEventsAndRetention(t *testing.T) {
 	forEach(t, 5, func(t *testing.T, s Store) {
 		for i := range 12 {
-			if err := s.Update(ctx, func(tx Tx) error { return tx.Append(Event{Kind: "k", Message: fmt.Sprint(i)}) }); err != nil {
+			host := []string{"", "h1", "h10"}[i%3]
+			if err := s.Update(ctx, func(tx Tx) error { return tx.Append(Event{Kind: "k", Host: host, Message: fmt.Sprint(i)}) }); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -112,6 +113,19 @@ func TestEventsAndRetention(t *testing.T) {
 			page, _ := tx.Events(9, 2)
 			if len(page) != 2 || page[0].Seq != 10 || page[1].Seq != 11 {
 				t.Errorf("Events(9, 2) = %+v, want seq 10 and 11", page)
+			}
+			latest, _ := tx.Latest(2, "")
+			if len(latest) != 2 || latest[0].Seq != 11 || latest[1].Seq != 12 {
+				t.Errorf("Latest(2) = %+v, want seq 11 and 12", latest)
+			}
+			if more, _ := tx.Latest(100, ""); len(more) != 5 || more[0].Seq != 8 {
+				t.Errorf("Latest(100) = %+v, want the 5 kept, from seq 8", more)
+			}
+			if mine, _ := tx.Latest(2, "h1"); len(mine) != 2 || mine[0].Seq != 8 || mine[1].Seq != 11 {
+				t.Errorf("Latest(2, h1) = %+v, want seq 8 and 11", mine)
+			}
+			if none, _ := tx.Latest(2, "h"); len(none) != 0 {
+				t.Errorf("Latest(2, h) = %+v, want none: no event names host h", none)
 			}
 			return nil
 		})
@@ -183,6 +197,42 @@ func TestSchema(t *testing.T) {
 	})
 }
 
+// TestSchema1Migrates opens a file of schema 1, which had no index of events by host, and
+// checks that the migration builds it.
+func TestSchema1Migrates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		_ = s.Update(ctx, func(tx Tx) error { return tx.Append(Event{Kind: "k", Host: []string{"a", "b", ""}[i%3]}) })
+	}
+	_ = s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketHostEvents); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, 1))
+	})
+	_ = db.Close()
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open(schema 1) = %v", err)
+	}
+	defer s.Close()
+	_ = s.View(ctx, func(tx Tx) error {
+		if evs, err := tx.Latest(10, "b"); err != nil || len(evs) != 2 || evs[0].Seq != 2 || evs[1].Seq != 5 {
+			t.Errorf("after migrating, Latest(10, b) = %+v, %v; want seq 2 and 5", evs, err)
+		}
+		return nil
+	})
+}
+
 func TestReadOnlyOpen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s, err := Open(path, Options{})
@@ -199,4 +249,22 @@ func TestReadOnlyOpen(t *testing.T) {
 	if err := ro.Update(ctx, func(Tx) error { return nil }); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("Update on a read-only store = %v, want ErrReadOnly", err)
 	}
+}
+
+// TestRetentionDropsIndex: events dropped by retention leave the index of events by host too.
+func TestRetentionDropsIndex(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{Retention: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 10 {
+		_ = s.Update(ctx, func(tx Tx) error { return tx.Append(Event{Kind: "k", Host: "a"}) })
+	}
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if n := tx.Bucket(bucketHostEvents).Stats().KeyN; n != 3 {
+			t.Errorf("the index holds %d entries, want the 3 events kept", n)
+		}
+		return nil
+	})
 }

@@ -6,7 +6,13 @@
 // give one reload, and temp files that come and go give none. A periodic rescan catches
 // changes on filesystems that send no events, and an event-queue overflow forces one.
 //
-// It reads the directory to fingerprint it; it does not parse anything (package site does).
+// It keeps what it last saw of every file (inode, size, times, content hash). After a burst of
+// events that name only files it knows, or new files in directories it knows, it looks at
+// those files alone; anything else (a directory created or swapped, a path it cannot place,
+// lost events) makes it walk the whole tree. Either way a Change lists the files whose content
+// changed, so that the site loader parses those alone.
+//
+// It does not parse anything (package site does).
 package watch
 
 import (
@@ -16,9 +22,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,6 +48,11 @@ type Config struct {
 type Change struct {
 	Reason      string // "files changed", "rescan", "forced: SIGHUP" …
 	Fingerprint string // sha256 over the site's paths and contents; "" when the directory is missing
+	// Files lists the files (slash paths relative to the site directory, sorted) that
+	// appeared, vanished or changed content since the last Change (or Fingerprint).
+	Files []string
+	// All is set when the whole site should be read again whatever Files says: a forced reload.
+	All bool
 }
 
 // Watcher reports changes of a site directory on C. C holds at most one pending change: a
@@ -48,10 +63,15 @@ type Watcher struct {
 	cfg      Config
 	c        chan Change
 	force    chan string
-	sums     sums // content hashes of the files last fingerprinted
+	tree     tree // what the last look saw
 	last     string
 	baseline bool // last was set by Fingerprint before Run
 	parent   string
+
+	// Since the last look: the paths events named, or that they named something only a walk
+	// of the whole tree can place.
+	touched map[string]bool
+	walk    bool
 }
 
 // New checks cfg and returns a Watcher; Run starts it.
@@ -81,7 +101,8 @@ func New(cfg Config) (*Watcher, error) {
 // with: call it just before loading the site, and anything that changes after it is reported,
 // even if it changes before Run has its watches in place.
 func (w *Watcher) Fingerprint() string {
-	w.last = w.fingerprint()
+	w.tree = w.scan()
+	w.last = w.tree.digest()
 	w.baseline = true
 	return w.last
 }
@@ -104,9 +125,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer fw.Close()
 	w.rewatch(fw)
 	if w.baseline {
+		w.walk = true
 		w.settle(fw, "changed while the watch started", false) // reports only if it moved
 	} else {
-		w.last = w.fingerprint()
+		w.tree = w.scan()
+		w.last = w.tree.digest()
 	}
 
 	var (
@@ -130,6 +153,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !w.relevant(ev.Name) {
 				continue
 			}
+			w.note(ev.Name)
 			if maxWait == nil {
 				maxWait = time.After(w.cfg.MaxWait)
 				reason = "files changed"
@@ -141,7 +165,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
 				// Events were lost: look at everything again once things settle.
-				reason = "rescan after event overflow"
+				reason, w.walk = "rescan after event overflow", true
 				if maxWait == nil {
 					maxWait = time.After(w.cfg.MaxWait)
 				}
@@ -160,8 +184,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 			quiet, maxWait = nil, nil
 			w.settle(fw, reason, false)
 		case <-resync:
+			w.walk = true
 			w.settle(fw, "periodic rescan", false)
 		case r := <-w.force:
+			w.walk = true
 			w.settle(fw, "forced: "+r, true)
 		}
 	}
@@ -195,21 +221,55 @@ func (w *Watcher) relevant(name string) bool {
 	return !ignored(filepath.Base(rel))
 }
 
-// settle re-reads the tree: it follows directories that appeared or were swapped, and reports
-// a change when the fingerprint moved (or always, when forced).
+// note records a relevant event's path for the next look: a file in a directory it has
+// listed can be looked at alone; a directory, or anything it cannot place, needs a walk.
+func (w *Watcher) note(name string) {
+	rel, err := filepath.Rel(w.cfg.Dir, name)
+	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		w.walk = true // the site directory itself, or its parent's view of it
+		return
+	}
+	rel = filepath.ToSlash(rel)
+	if w.tree.dirs[rel] || !w.tree.dirs[path.Dir(rel)] {
+		w.walk = true // a directory itself, or a path in one it has not listed
+		return
+	}
+	if w.touched == nil {
+		w.touched = map[string]bool{}
+	}
+	w.touched[rel] = true
+}
+
+// settle looks at the tree again: at the files events named when it can, at the whole tree
+// otherwise. It follows directories that appeared or were swapped, and reports a change when
+// the fingerprint moved (or always, when forced).
 func (w *Watcher) settle(fw *fsnotify.Watcher, reason string, force bool) {
-	w.rewatch(fw)
-	fp := w.fingerprint()
+	old := w.tree
+	switch {
+	case w.walk || w.tree.files == nil:
+		w.rewatch(fw)
+		w.tree = w.scan()
+	default:
+		var ok bool
+		if w.tree, ok = w.restat(w.touched); !ok {
+			w.rewatch(fw)
+			w.tree = w.scan()
+		}
+	}
+	w.touched, w.walk = nil, false
+	fp := w.tree.digest()
 	if fp == w.last && !force {
 		return
 	}
 	w.last = fp
-	ch := Change{Reason: reason, Fingerprint: fp}
+	ch := Change{Reason: reason, Fingerprint: fp, Files: old.diff(w.tree), All: force}
 	select {
 	case w.c <- ch:
 	default:
-		select { // replace the stale pending change with this one
-		case <-w.c:
+		select { // replace the stale pending change with this one, keeping what it listed
+		case stale := <-w.c:
+			ch.Files = merge(stale.Files, ch.Files)
+			ch.All = ch.All || stale.All
 		default:
 		}
 		w.c <- ch
@@ -268,80 +328,181 @@ type fileKey struct {
 	mtime, ctime int64
 }
 
-type fileSum struct {
-	key fileKey
-	sum [sha256.Size]byte
-}
-
-// sums remembers each file's content hash by its fileKey, so that a fingerprint reads only the
-// files that changed: on a site of 10,000 hosts, a dozen stat calls' worth instead of reading
-// every file again.
-type sums map[string]fileSum
-
-// fingerprint hashes the path and content of every regular file the site could read: all
-// non-hidden files below dir, symlinks followed. "" means the directory is missing.
-func (w *Watcher) fingerprint() string {
-	dir := w.cfg.Dir
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return ""
-	}
-	seen := make(sums, len(w.sums))
-	h := sha256.New()
-	var walk func(rel string)
-	walk = func(rel string) {
-		ents, err := os.ReadDir(filepath.Join(dir, rel))
-		if err != nil {
-			fmt.Fprintf(h, "unreadable %s: %v\n", rel, err)
-			return
-		}
-		names := make([]string, 0, len(ents))
-		for _, e := range ents {
-			if !strings.HasPrefix(e.Name(), ".") && !ignored(e.Name()) {
-				names = append(names, e.Name())
-			}
-		}
-		slices.Sort(names)
-		for _, n := range names {
-			p := filepath.Join(rel, n)
-			fi, err := os.Stat(filepath.Join(dir, p))
-			switch {
-			case err != nil:
-				fmt.Fprintf(h, "broken %s\n", p)
-			case fi.IsDir():
-				walk(p)
-			case fi.Mode().IsRegular():
-				fs := w.sumOf(filepath.Join(dir, p), fi)
-				seen[p] = fs
-				fmt.Fprintf(h, "file %s %d %x\n", p, fi.Size(), fs.sum)
-			}
-		}
-	}
-	walk("")
-	w.sums = seen
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// sumOf returns the content hash of the file at full, from the cache when its key is unchanged.
-func (w *Watcher) sumOf(full string, fi os.FileInfo) fileSum {
+func keyOf(fi os.FileInfo) fileKey {
 	key := fileKey{size: uint64(fi.Size())} //nolint:gosec // sizes are not negative
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		key.ino = st.Ino
 		key.mtime = st.Mtim.Nano()
 		key.ctime = st.Ctim.Nano()
 	}
-	rel, _ := filepath.Rel(w.cfg.Dir, full)
-	if old, ok := w.sums[rel]; ok && old.key == key && key.ino != 0 {
+	return key
+}
+
+// What a path of the tree is.
+const (
+	regular    = iota
+	broken     // a dangling symlink, or one that cannot be followed
+	unreadable // a directory that cannot be listed
+)
+
+// entry is what a look saw at one path.
+type entry struct {
+	kind int
+	key  fileKey
+	sum  [sha256.Size]byte // of a regular file's content
+	note string            // why it is unreadable
+}
+
+// tree is what one look saw: every non-hidden path below the site directory that the site
+// could read (symlinks followed), by slash path relative to it, and the directories listed.
+type tree struct {
+	files   map[string]entry
+	dirs    map[string]bool
+	missing bool // the site directory is not there
+}
+
+// digest is the fingerprint of t: sha256 over every path and what it holds, in path order.
+// "" means the directory is missing.
+func (t tree) digest() string {
+	if t.missing {
+		return ""
+	}
+	paths := make([]string, 0, len(t.files))
+	for p := range t.files {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	h := sha256.New()
+	var line []byte
+	for _, p := range paths {
+		e := t.files[p]
+		line = line[:0]
+		switch e.kind {
+		case regular:
+			line = append(line, "file "...)
+			line = append(line, p...)
+			line = append(line, ' ')
+			line = strconv.AppendUint(line, e.key.size, 10)
+			line = append(line, ' ')
+			line = hex.AppendEncode(line, e.sum[:])
+		case broken:
+			line = append(line, "broken "...)
+			line = append(line, p...)
+		case unreadable:
+			line = append(line, "unreadable "...)
+			line = append(line, p...)
+			line = append(line, ": "...)
+			line = append(line, e.note...)
+		}
+		line = append(line, '\n')
+		h.Write(line)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// diff lists the paths whose entry differs between t and u in what a reader sees: appeared,
+// vanished, or other content.
+func (t tree) diff(u tree) []string {
+	var out []string
+	for p, e := range u.files {
+		if o, ok := t.files[p]; !ok || o.kind != e.kind || o.sum != e.sum || o.note != e.note {
+			out = append(out, p)
+		}
+	}
+	for p := range t.files {
+		if _, ok := u.files[p]; !ok {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// merge returns the sorted union of two sorted lists.
+func merge(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// scan walks the whole tree: every non-hidden file below the site directory, symlinks followed.
+// Files whose key is what the last look saw keep their hash, unread.
+func (w *Watcher) scan() tree {
+	dir := w.cfg.Dir
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return tree{missing: true, files: map[string]entry{}, dirs: map[string]bool{}}
+	}
+	t := tree{files: make(map[string]entry, len(w.tree.files)), dirs: map[string]bool{}}
+	var walk func(rel string)
+	walk = func(rel string) {
+		ents, err := os.ReadDir(filepath.Join(dir, filepath.FromSlash(rel)))
+		if err != nil {
+			t.files[rel] = entry{kind: unreadable, note: err.Error()}
+			return
+		}
+		t.dirs[rel] = true
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".") || ignored(e.Name()) {
+				continue
+			}
+			p := path.Join(rel, e.Name())
+			fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(p)))
+			switch {
+			case err != nil:
+				t.files[p] = entry{kind: broken}
+			case fi.IsDir():
+				walk(p)
+			case fi.Mode().IsRegular():
+				t.files[p] = w.entryOf(p, fi)
+			}
+		}
+	}
+	walk(".")
+	return t
+}
+
+// restat looks again at the given paths alone and returns the tree they leave. ok is false
+// when one of them has become something only a walk can follow (a directory).
+func (w *Watcher) restat(paths map[string]bool) (t tree, ok bool) {
+	t = tree{files: maps.Clone(w.tree.files), dirs: w.tree.dirs}
+	for p := range paths {
+		fi, err := os.Stat(filepath.Join(w.cfg.Dir, filepath.FromSlash(p)))
+		switch {
+		case err == nil && fi.IsDir():
+			return t, false
+		case err == nil && fi.Mode().IsRegular():
+			t.files[p] = w.entryOf(p, fi)
+		case err == nil: // a device, a socket: nothing the site reads
+			delete(t.files, p)
+		case errors.Is(err, fs.ErrNotExist):
+			if _, lerr := os.Lstat(filepath.Join(w.cfg.Dir, filepath.FromSlash(p))); lerr == nil {
+				t.files[p] = entry{kind: broken} // a dangling symlink
+			} else {
+				delete(t.files, p)
+			}
+		default:
+			t.files[p] = entry{kind: broken}
+		}
+	}
+	return t, true
+}
+
+// entryOf returns the entry of the regular file at rel, reading it only when its key differs
+// from what the last look saw.
+func (w *Watcher) entryOf(rel string, fi os.FileInfo) entry {
+	key := keyOf(fi)
+	if old, ok := w.tree.files[rel]; ok && old.kind == regular && old.key == key && key.ino != 0 {
 		return old
 	}
-	fs := fileSum{key: key}
+	e := entry{kind: regular, key: key}
 	h := sha256.New()
-	if f, err := os.Open(full); err == nil {
+	if f, err := os.Open(filepath.Join(w.cfg.Dir, filepath.FromSlash(rel))); err == nil {
 		_, _ = io.Copy(h, f)
 		_ = f.Close()
 	} else {
 		fmt.Fprintf(h, "unreadable: %v\n", err)
-		fs.key = fileKey{} // look again next time
+		e.key = fileKey{} // look again next time
 	}
-	copy(fs.sum[:], h.Sum(nil))
-	return fs
+	copy(e.sum[:], h.Sum(nil))
+	return e
 }

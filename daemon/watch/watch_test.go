@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -35,8 +36,9 @@ func start(t *testing.T, site string) *harness {
 	return &harness{t: t, site: site, w: w}
 }
 
-// expect waits for exactly n changes: n within a few seconds, then none for a while.
-func (h *harness) expect(n int, what string) {
+// expect waits for exactly n changes: n within a few seconds, then none for a while. It
+// returns the last.
+func (h *harness) expect(n int, what string) (last Change) {
 	h.t.Helper()
 	for i := range n {
 		select {
@@ -44,6 +46,7 @@ func (h *harness) expect(n int, what string) {
 			if c.Reason == "" {
 				h.t.Errorf("%s: change without a reason", what)
 			}
+			last = c
 		case <-time.After(5 * time.Second):
 			h.t.Fatalf("%s: got %d reloads, want %d", what, i, n)
 		}
@@ -52,6 +55,15 @@ func (h *harness) expect(n int, what string) {
 	case c := <-h.w.C:
 		h.t.Fatalf("%s: an extra reload (%s), want exactly %d", what, c.Reason, n)
 	case <-time.After(800 * time.Millisecond):
+	}
+	return last
+}
+
+// files checks that a change lists exactly want as changed files.
+func files(t *testing.T, what string, c Change, want ...string) {
+	t.Helper()
+	if !slices.Equal(c.Files, want) {
+		t.Errorf("%s: the change lists files %q, want %q", what, c.Files, want)
 	}
 }
 
@@ -93,7 +105,11 @@ func TestEditorAtomicSave(t *testing.T) {
 	write(t, a, "mac = \"52:54:00:00:00:02\"\n")
 	must(t, os.Remove(a+"~"))
 	must(t, os.Remove(filepath.Join(site, "hosts", ".a.toml.swp")))
-	h.expect(1, "vim-style save")
+	files(t, "vim-style save", h.expect(1, "vim-style save"), "hosts/a.toml")
+
+	// A plain write in place, as most tools do.
+	write(t, a, "mac = \"52:54:00:00:00:03\"\n")
+	files(t, "write in place", h.expect(1, "write in place"), "hosts/a.toml")
 }
 
 func TestNoChangeNoReload(t *testing.T) {
@@ -136,9 +152,10 @@ func TestGitCheckout(t *testing.T) {
 	run("checkout", "-q", "main")
 	h := start(t, site)
 	run("checkout", "-q", "more")
-	h.expect(1, "git checkout of another branch")
+	all := []string{"hosts/a.toml", "hosts/b.toml", "hosts/c.toml", "hosts/d.toml"}
+	files(t, "git checkout", h.expect(1, "git checkout of another branch"), all...)
 	run("checkout", "-q", "main")
-	h.expect(1, "git checkout back")
+	files(t, "git checkout back", h.expect(1, "git checkout back"), all...)
 }
 
 // TestDataSymlinkSwap follows the layout Kubernetes gives a projected volume: the visible
@@ -159,11 +176,11 @@ func TestDataSymlinkSwap(t *testing.T) {
 	must(t, os.Symlink("..v2", filepath.Join(site, "..data_tmp")))
 	must(t, os.Rename(filepath.Join(site, "..data_tmp"), filepath.Join(site, "..data")))
 	must(t, os.RemoveAll(v1))
-	h.expect(1, "..data swap")
+	files(t, "..data swap", h.expect(1, "..data swap"), "hosts/a.toml") // site.toml reads the same
 
 	// The new target is watched: an edit inside it is seen.
 	write(t, filepath.Join(v2, "hosts", "b.toml"), "three")
-	h.expect(1, "edit after the swap")
+	files(t, "edit after the swap", h.expect(1, "edit after the swap"), "hosts/b.toml")
 }
 
 func TestDirectoryRecreated(t *testing.T) {
@@ -172,16 +189,20 @@ func TestDirectoryRecreated(t *testing.T) {
 	must(t, os.RemoveAll(site))
 	write(t, filepath.Join(site, "site.toml"), "[site]\nname = \"b\"\n")
 	write(t, filepath.Join(site, "hosts", "a.toml"), "mac = \"52:54:00:00:00:09\"\n")
-	h.expect(1, "directory removed and created again")
+	files(t, "recreated", h.expect(1, "directory removed and created again"), "hosts/a.toml", "site.toml")
 	write(t, filepath.Join(site, "hosts", "b.toml"), "x")
-	h.expect(1, "edit in the new directory")
+	files(t, "edit in the new directory", h.expect(1, "edit in the new directory"), "hosts/b.toml")
+	must(t, os.RemoveAll(filepath.Join(site, "hosts")))
+	files(t, "hosts/ removed", h.expect(1, "hosts/ removed"), "hosts/a.toml", "hosts/b.toml")
 }
 
 func TestTriggerForcesReload(t *testing.T) {
 	site := newSite(t)
 	h := start(t, site)
 	h.w.Trigger("SIGHUP")
-	h.expect(1, "forced reload")
+	if c := h.expect(1, "forced reload"); !c.All || len(c.Files) != 0 {
+		t.Errorf("a forced reload gave All %v, Files %q; want everything read again, no file changed", c.All, c.Files)
+	}
 }
 
 func TestBurstIsOneReload(t *testing.T) {

@@ -81,7 +81,9 @@ func (c *converger) load(ctx context.Context, ch watch.Change) {
 	}
 	gen := g.Attempted + 1
 	log := c.log.With("site_generation", gen)
+	start := time.Now()
 	s, err := c.loader.Load()
+	loaded := time.Now()
 	c.mu.Lock()
 	c.cur.LoadedAt = time.Now()
 	c.mu.Unlock()
@@ -97,7 +99,8 @@ func (c *converger) load(ctx context.Context, ch watch.Change) {
 	c.mu.Lock()
 	c.cur.Site, c.cur.LoadError = s, ""
 	c.mu.Unlock()
-	log.Info("site applied", "reason", reason, "changes", len(p.Items), "hosts", len(s.Hosts))
+	log.Info("site applied", "reason", reason, "changes", len(p.Items), "hosts", len(s.Hosts),
+		"load", loaded.Sub(start).Round(time.Millisecond), "apply", time.Since(loaded).Round(time.Millisecond))
 	for _, it := range p.Items {
 		log.Info("host "+string(it.Action), "host", it.Host, "destructive", it.Destructive)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -152,8 +153,8 @@ type loader struct {
 	rolesOK map[string]bool // lists of roles found faultless on a host, joined by NUL
 }
 
-// hostEntry is a host of this load: a copy of its parsed file's, which validation names and
-// defaults fill in.
+// hostEntry is a host of this load, as its file was parsed: validation reads it, and
+// applyDefaults fills in a copy.
 type hostEntry struct {
 	host   *Host
 	doc    *tomlpos.Document
@@ -291,16 +292,24 @@ func (l *loader) loadHosts() {
 	for _, i := range todo {
 		fresh[i] = true
 	}
-	l.kept = make(map[string]*parsedHost, len(files))
+	if l.kept == nil {
+		l.kept = make(map[string]*parsedHost, len(files))
+	}
 	for i, p := range parsed {
 		l.kept[files[i]] = p
 		l.add(p.errs...)
 		if p.doc == nil || p.badName {
 			continue
 		}
-		h := p.host // a copy: validation and defaults write to it
-		h.Partitions = slices.Clone(h.Partitions)
-		l.hosts = append(l.hosts, hostEntry{host: &h, doc: p.doc, parsed: p, kept: !fresh[i]})
+		// Validation only reads the host; applyDefaults copies it before it writes.
+		l.hosts = append(l.hosts, hostEntry{host: &p.host, doc: p.doc, parsed: p, kept: !fresh[i]})
+	}
+	if len(l.kept) > len(files) { // files went away: forget them
+		listed := make(map[string]bool, len(files))
+		for _, f := range files {
+			listed[f] = true
+		}
+		maps.DeleteFunc(l.kept, func(f string, _ *parsedHost) bool { return !listed[f] })
 	}
 }
 

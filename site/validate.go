@@ -248,8 +248,9 @@ func (l *loader) validateHosts() {
 		path string
 		name string
 	}
-	names, macs, ips := map[string]seen{}, map[MAC]seen{}, map[netip.Addr]seen{}
-	n := &l.site.Network
+	n := len(l.hosts)
+	names, macs, ips := make(map[string]seen, n), make(map[MAC]seen, n), make(map[netip.Addr]seen, n)
+	net := &l.site.Network
 	for _, e := range l.hosts {
 		h, d := e.host, e.doc
 		namePath := ""
@@ -274,12 +275,12 @@ func (l *loader) validateHosts() {
 		}
 		if h.IP.IsValid() && l.usable(d, "ip", h.IP) {
 			switch {
-			case h.IP == n.ApplianceIP:
+			case h.IP == net.ApplianceIP:
 				l.add(d.ErrAt("ip", false, fmt.Sprintf("%s is the appliance's own address", h.IP), "pick another address"))
-			case h.IP == n.Gateway:
+			case h.IP == net.Gateway:
 				l.add(d.ErrAt("ip", false, fmt.Sprintf("%s is the gateway's address", h.IP), "pick another address"))
-			case n.DHCP == "full" && n.DHCPRange.Contains(h.IP):
-				l.add(d.ErrAt("ip", false, fmt.Sprintf("%s is inside network.dhcp_range %s-%s", h.IP, n.DHCPRange.Start, n.DHCPRange.End),
+			case net.DHCP == "full" && net.DHCPRange.Contains(h.IP):
+				l.add(d.ErrAt("ip", false, fmt.Sprintf("%s is inside network.dhcp_range %s-%s", h.IP, net.DHCPRange.Start, net.DHCPRange.End),
 					"fixed addresses must lie outside the range leased to unknown machines"))
 			default:
 				if s, dup := ips[h.IP]; dup {
@@ -404,7 +405,9 @@ func (l *loader) applyDefaults(prev *Defaults) {
 			s.Hosts = append(s.Hosts, e.parsed.final)
 			continue
 		}
-		h := e.host
+		copied := *e.host
+		h := &copied
+		h.Partitions = slices.Clone(h.Partitions)
 		h.OS = cmp.Or(h.OS, s.Defaults.OS)
 		h.Disk = cmp.Or(h.Disk, s.Defaults.Disk)
 		h.Timezone = cmp.Or(h.Timezone, s.Defaults.Timezone)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
@@ -91,29 +92,37 @@ func Desire(s *site.Site) (map[string]Desired, error) { return new(Memo).Desire(
 // that the next site, in which few hosts changed, costs few encodings. It knows hosts by
 // identity: a site.Loader returns a host whose file did not change as the same *site.Host.
 type Memo struct {
-	specs map[*site.Host]json.RawMessage
+	specs map[string]memoSpec // by host name
+}
+
+type memoSpec struct {
+	host *site.Host
+	spec json.RawMessage
 }
 
 // Desire works out what the site asks of each host, by name, encoding only the hosts that
 // are new since the last call.
 func (m *Memo) Desire(s *site.Site) (map[string]Desired, error) {
+	if m.specs == nil {
+		m.specs = make(map[string]memoSpec, len(s.Hosts))
+	}
 	out := make(map[string]Desired, len(s.Hosts))
-	specs := make(map[*site.Host]json.RawMessage, len(s.Hosts))
 	byRoles := map[string]json.RawMessage{} // hosts share a few lists of roles
 	for _, h := range s.Hosts {
-		specJSON, ok := m.specs[h]
-		if !ok {
+		memo, ok := m.specs[h.Name]
+		if !ok || memo.host != h {
 			sp := spec{MAC: h.MAC.String(), OS: h.OS, Disk: string(h.Disk), Partitions: h.Partitions,
 				SSHAuthorizedKeys: h.SSHAuthorizedKeys, Timezone: h.Timezone, Labels: h.Labels}
 			if h.IP.IsValid() {
 				sp.IP = h.IP.String()
 			}
-			var err error
-			if specJSON, err = json.Marshal(sp); err != nil {
+			b, err := json.Marshal(sp)
+			if err != nil {
 				return nil, fmt.Errorf("host %s: %w", h.Name, err)
 			}
+			memo = memoSpec{host: h, spec: b}
+			m.specs[h.Name] = memo
 		}
-		specs[h] = specJSON
 		key := strings.Join(h.Roles, "\x00")
 		containersJSON, ok := byRoles[key]
 		if !ok {
@@ -123,9 +132,11 @@ func (m *Memo) Desire(s *site.Site) (map[string]Desired, error) {
 			}
 			byRoles[key] = containersJSON
 		}
-		out[h.Name] = Desired{Host: h, Spec: specJSON, Containers: containersJSON}
+		out[h.Name] = Desired{Host: h, Spec: memo.spec, Containers: containersJSON}
 	}
-	m.specs = specs
+	if len(m.specs) > len(out) { // hosts left the site: forget them
+		maps.DeleteFunc(m.specs, func(name string, _ memoSpec) bool { _, ok := out[name]; return !ok })
+	}
 	return out, nil
 }
 
@@ -156,26 +167,40 @@ func Compute(s *site.Site, recorded []state.Host) (*Plan, error) {
 // Diff plans the site s, whose hosts want desired (see Desire), against the recorded hosts.
 func Diff(s *site.Site, desired map[string]Desired, recorded []state.Host) *Plan {
 	p := &Plan{Items: []Item{}}
-	known := map[string]state.Host{}
-	byMAC := map[string]state.Host{}
+	if !slices.IsSortedFunc(recorded, byName) {
+		recorded = slices.SortedFunc(slices.Values(recorded), byName)
+	}
+	discovered := map[string]string{} // machines that PXE-booted unknown: name by MAC
 	managed, hadContainers := 0, false
 	for _, h := range recorded {
-		known[h.Name] = h
-		byMAC[strings.ToLower(h.MAC)] = h
-		if h.Phase != state.Discovered {
+		if h.Phase == state.Discovered {
+			discovered[strings.ToLower(h.MAC)] = h.Name
+		} else {
 			managed++
 		}
 		hadContainers = hadContainers || len(h.Containers) > 0
 	}
+	// The site's hosts and the recorded ones are both sorted by name: walk them side by side.
+	var gone []state.Host // recorded, no longer in the site
+	j := 0
 	wantContainers := false
-	for _, name := range sortedNames(desired) {
+	for _, h := range s.Hosts {
+		name := h.Name
+		for j < len(recorded) && recorded[j].Name < name {
+			gone = append(gone, recorded[j])
+			j++
+		}
+		var old *state.Host
+		if j < len(recorded) && recorded[j].Name == name {
+			old = &recorded[j]
+			j++
+		}
 		d := desired[name]
 		wantContainers = wantContainers || len(d.Containers) > 0
-		old, ok := known[name]
-		if !ok || old.Phase == state.Discovered {
+		if old == nil || old.Phase == state.Discovered {
 			it := Item{Host: name, Action: Add, Details: []string{fmt.Sprintf("%s, %s, os %s on %s", d.Host.MAC, ipOrDHCP(d.Host), d.Host.OS, d.Host.Disk)}}
-			if m, seen := byMAC[d.Host.MAC.String()]; seen && m.Phase == state.Discovered {
-				it.Details = append(it.Details, fmt.Sprintf("adopts the discovered machine %s", m.Name))
+			if m, seen := discovered[d.Host.MAC.String()]; seen {
+				it.Details = append(it.Details, fmt.Sprintf("adopts the discovered machine %s", m))
 			}
 			p.Items = append(p.Items, it)
 			continue
@@ -195,9 +220,10 @@ func Diff(s *site.Site, desired map[string]Desired, recorded []state.Host) *Plan
 			p.Items = append(p.Items, Item{Host: name, Action: Containers, Details: diffContainers(old.Containers, d.Containers)})
 		}
 	}
+	gone = append(gone, recorded[j:]...)
 	removals := 0
-	for _, h := range recorded {
-		if _, ok := desired[h.Name]; ok || h.Phase == state.Discovered {
+	for _, h := range gone {
+		if h.Phase == state.Discovered {
 			continue
 		}
 		removals++
@@ -214,6 +240,8 @@ func Diff(s *site.Site, desired map[string]Desired, recorded []state.Host) *Plan
 	}
 	return p
 }
+
+func byName(a, b state.Host) int { return strings.Compare(a.Name, b.Name) }
 
 // sameJSON compares two JSON values as written by Desire, whatever white space they picked up
 // on the way (an API that indents, say).

@@ -28,8 +28,8 @@ var (
 	bucketEvents = []byte("events")
 	// bucketHostEvents indexes the events that name a host: HOST NUL SEQ, empty values.
 	bucketHostEvents = []byte("host-events")
-	keySchema    = []byte("schema")
-	keyGen       = []byte("generation")
+	keySchema        = []byte("schema")
+	keyGen           = []byte("generation")
 )
 
 // migrations[i] takes a file from schema i to i+1, inside one transaction.

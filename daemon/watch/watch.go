@@ -244,17 +244,19 @@ func (w *Watcher) note(name string) {
 // otherwise. It follows directories that appeared or were swapped, and reports a change when
 // the fingerprint moved (or always, when forced).
 func (w *Watcher) settle(fw *fsnotify.Watcher, reason string, force bool) {
-	old := w.tree
-	switch {
-	case w.walk || w.tree.files == nil:
+	var changed []string
+	walk := w.walk || w.tree.files == nil
+	if !walk {
+		var ok bool
+		if changed, ok = w.restat(w.touched); !ok {
+			walk = true
+		}
+	}
+	if walk {
+		old := w.tree
 		w.rewatch(fw)
 		w.tree = w.scan()
-	default:
-		var ok bool
-		if w.tree, ok = w.restat(w.touched); !ok {
-			w.rewatch(fw)
-			w.tree = w.scan()
-		}
+		changed = old.diff(w.tree)
 	}
 	w.touched, w.walk = nil, false
 	fp := w.tree.digest()
@@ -262,7 +264,7 @@ func (w *Watcher) settle(fw *fsnotify.Watcher, reason string, force bool) {
 		return
 	}
 	w.last = fp
-	ch := Change{Reason: reason, Fingerprint: fp, Files: old.diff(w.tree), All: force}
+	ch := Change{Reason: reason, Fingerprint: fp, Files: changed, All: force}
 	select {
 	case w.c <- ch:
 	default:
@@ -353,25 +355,30 @@ type entry struct {
 	note string            // why it is unreadable
 }
 
+// sameContent reports whether a reader sees the same at both entries.
+func (e entry) sameContent(o entry) bool {
+	return e.kind == o.kind && e.sum == o.sum && e.note == o.note
+}
+
 // tree is what one look saw: every non-hidden path below the site directory that the site
 // could read (symlinks followed), by slash path relative to it, and the directories listed.
 type tree struct {
 	files   map[string]entry
 	dirs    map[string]bool
-	missing bool // the site directory is not there
+	missing bool     // the site directory is not there
+	paths   []string // of files, sorted; nil until digest needs it
 }
 
 // digest is the fingerprint of t: sha256 over every path and what it holds, in path order.
 // "" means the directory is missing.
-func (t tree) digest() string {
+func (t *tree) digest() string {
 	if t.missing {
 		return ""
 	}
-	paths := make([]string, 0, len(t.files))
-	for p := range t.files {
-		paths = append(paths, p)
+	if t.paths == nil {
+		t.paths = slices.Sorted(maps.Keys(t.files))
 	}
-	slices.Sort(paths)
+	paths := t.paths
 	h := sha256.New()
 	var line []byte
 	for _, p := range paths {
@@ -405,7 +412,7 @@ func (t tree) digest() string {
 func (t tree) diff(u tree) []string {
 	var out []string
 	for p, e := range u.files {
-		if o, ok := t.files[p]; !ok || o.kind != e.kind || o.sum != e.sum || o.note != e.note {
+		if o, ok := t.files[p]; !ok || !o.sameContent(e) {
 			out = append(out, p)
 		}
 	}
@@ -461,30 +468,51 @@ func (w *Watcher) scan() tree {
 	return t
 }
 
-// restat looks again at the given paths alone and returns the tree they leave. ok is false
-// when one of them has become something only a walk can follow (a directory).
-func (w *Watcher) restat(paths map[string]bool) (t tree, ok bool) {
-	t = tree{files: maps.Clone(w.tree.files), dirs: w.tree.dirs}
+// restat looks again at the given paths alone, updates the tree with what it finds and
+// returns the paths whose content changed. ok is false when one of them has become something
+// only a walk can follow (a directory); the tree is then left for a walk to replace.
+func (w *Watcher) restat(paths map[string]bool) (changed []string, ok bool) {
+	next := make(map[string]entry, len(paths))
+	gone := map[string]bool{}
 	for p := range paths {
 		fi, err := os.Stat(filepath.Join(w.cfg.Dir, filepath.FromSlash(p)))
 		switch {
 		case err == nil && fi.IsDir():
-			return t, false
+			return nil, false
 		case err == nil && fi.Mode().IsRegular():
-			t.files[p] = w.entryOf(p, fi)
+			next[p] = w.entryOf(p, fi)
 		case err == nil: // a device, a socket: nothing the site reads
-			delete(t.files, p)
+			gone[p] = true
 		case errors.Is(err, fs.ErrNotExist):
 			if _, lerr := os.Lstat(filepath.Join(w.cfg.Dir, filepath.FromSlash(p))); lerr == nil {
-				t.files[p] = entry{kind: broken} // a dangling symlink
+				next[p] = entry{kind: broken} // a dangling symlink
 			} else {
-				delete(t.files, p)
+				gone[p] = true
 			}
 		default:
-			t.files[p] = entry{kind: broken}
+			next[p] = entry{kind: broken}
 		}
 	}
-	return t, true
+	t := &w.tree
+	for p, e := range next {
+		old, had := t.files[p]
+		if !had {
+			t.paths = nil // the sorted list of paths changes
+		}
+		if !had || !old.sameContent(e) {
+			changed = append(changed, p)
+		}
+		t.files[p] = e
+	}
+	for p := range gone {
+		if _, had := t.files[p]; had {
+			delete(t.files, p)
+			t.paths = nil
+			changed = append(changed, p)
+		}
+	}
+	slices.Sort(changed)
+	return changed, true
 }
 
 // entryOf returns the entry of the regular file at rel, reading it only when its key differs

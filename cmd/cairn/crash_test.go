@@ -443,16 +443,17 @@ func (s *crashSite) edit(k int) string {
 		}
 		return "200 hosts leave the site and 200 join"
 	case 4:
-		// Re-provisioning comes without a spec change. Reconcile applies a host's re-provision
-		// and its spec change as two steps of its plan, which can fall into two transactions;
-		// a kill between them loses the host.change event, as the re-provision has written the
-		// new spec already and the next start sees nothing to change. Relabel every other host
-		// here once a host's changes are applied in one transaction.
+		// Every host re-provisioned, every other one relabelled too: a host then has two
+		// changes, which must land in one transaction (a re-provision writes the new spec, so
+		// a kill between the two would leave its spec change unrecorded).
 		for i, h := range s.hosts {
 			h.provision++
+			if i%2 == 0 {
+				h.rack = fmt.Sprintf("r%d", k)
+			}
 			s.hosts[i] = h
 		}
-		return "every host re-provisioned"
+		return "every host re-provisioned, every other one relabelled"
 	default:
 		s.mon = fmt.Sprintf("quay.io/prometheus/node-exporter:v1.8.%d", 2+k)
 		s.relabel(k)

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/cairn-appliance/cairn/daemon/plan"
@@ -109,10 +108,7 @@ func (a *Applier) Apply(ctx context.Context, s *site.Site, gen int64, fingerprin
 	}
 	// The first transaction also records the attempt, the last one the generation applied:
 	// an edit of one host is one transaction, one disk sync.
-	batches := slices.Collect(slices.Chunk(p.Items, stepsPerTx))
-	if len(batches) == 0 {
-		batches = [][]plan.Item{nil}
-	}
+	batches := batch(p.Items)
 	done := 0
 	for i, batch := range batches {
 		if err := ctx.Err(); err != nil {
@@ -142,6 +138,23 @@ func (a *Applier) Apply(ctx context.Context, s *site.Site, gen int64, fingerprin
 		}
 	}
 	return p, nil
+}
+
+// batch splits a plan's items into transactions of about stepsPerTx items, never splitting
+// one host's items: a re-provision also writes the new spec, so a daemon killed between a
+// host's re-provision and its spec change would find nothing left to change, and the spec
+// change would go unrecorded. There is always one batch, if empty.
+func batch(items []plan.Item) [][]plan.Item {
+	batches := [][]plan.Item{nil}
+	for i, it := range items {
+		cur := &batches[len(batches)-1]
+		if len(*cur) >= stepsPerTx && it.Host != items[i-1].Host {
+			batches = append(batches, nil)
+			cur = &batches[len(batches)-1]
+		}
+		*cur = append(*cur, it)
+	}
+	return batches
 }
 
 // step applies one item of a plan inside one transaction.

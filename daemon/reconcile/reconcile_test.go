@@ -1,18 +1,14 @@
 package reconcile
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -121,90 +117,32 @@ func TestApplyConverges(t *testing.T) {
 	}
 }
 
-// TestCrashAndResume kills a process applying a 500-host site at 20 random moments, restarting
-// it each time, and checks that the state it ends with is the one a clean run gives.
-func TestCrashAndResume(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow: kills and restarts a process 20 times")
-	}
-	dir := t.TempDir()
-	writeSite(t, dir, 500, "nginx:1.27", "")
-
-	clean := filepath.Join(t.TempDir(), "clean.db")
-	start := time.Now()
-	if out, err := child(clean, dir).CombinedOutput(); err != nil {
-		t.Fatalf("clean run: %v\n%s", err, out)
-	}
-	took := time.Since(start)
-
-	crashed := filepath.Join(t.TempDir(), "crashed.db")
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)) //nolint:gosec // test timing, not security
-	kills, partial := 0, 0
-	for range 20 {
-		// The child says "committed" after every transaction; it is killed after a random number
-		// of them, somewhere inside its apply, with a random delay so the kill can also land
-		// inside a transaction.
-		cmd := child(crashed, dir)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		target := 1 + rng.IntN(24)
-		sc := bufio.NewScanner(out)
-		for n := 0; n < target && sc.Scan(); n++ {
-		}
-		time.Sleep(time.Duration(rng.Int64N(int64(2 * time.Millisecond))))
-		if err := cmd.Process.Signal(syscall.SIGKILL); err == nil {
-			kills++
-		}
-		_, _ = io.Copy(io.Discard, out)
-		_ = cmd.Wait()
-		if n := countHosts(t, crashed); n > 0 && n < 500 {
-			partial++ // killed in the middle of applying
-		}
-	}
-	if partial == 0 {
-		t.Errorf("none of the %d kills landed in the middle of an apply", kills)
-	}
-	if out, err := child(crashed, dir).CombinedOutput(); err != nil {
-		t.Fatalf("final run: %v\n%s", err, out)
-	}
-	t.Logf("clean apply of 500 hosts took %v; killed %d runs, %d of them half-way", took, kills, partial)
-
-	want, got := snapshot(t, clean), snapshot(t, crashed)
-	if want != got {
-		t.Errorf("state after crashes differs from a clean run's:\n--- clean\n%.2000s\n--- crashed\n%.2000s", want, got)
-	}
+// cutStore is a store that dies after a number of commits: every Update after them fails
+// before it writes anything, as if the daemon had been killed between two transactions. (A
+// kill inside a transaction is the same to bbolt: nothing of it is kept. The crash test of
+// cmd/cairn kills the real daemon at random moments.)
+type cutStore struct {
+	state.Store
+	left int // commits still allowed; <0: no limit
+	done int // commits made
 }
 
-// countHosts reads how many hosts a state file holds (0 when it does not exist yet).
-func countHosts(t *testing.T, path string) int {
-	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		return 0
+var errCut = errors.New("cut")
+
+func (c *cutStore) Update(ctx context.Context, fn func(state.Tx) error) error {
+	if c.left == 0 {
+		return errCut
 	}
-	st, err := state.Open(path, state.Options{ReadOnly: true})
-	if err != nil {
-		return 0 // not written far enough to open: as good as empty
-	}
-	defer st.Close()
-	return len(hostsOf(t, st))
+	c.left--
+	c.done++
+	return c.Store.Update(ctx, fn)
 }
 
-// snapshot renders the hosts of a state file without timestamps, and checks its event log
-// holds exactly one add per host.
-func snapshot(t *testing.T, path string) string {
+// outcome renders what an apply leaves that must not depend on where it was cut: every host
+// but its update time, and every host's events without the generation they name.
+func outcome(t *testing.T, st state.Store) string {
 	t.Helper()
-	st, err := state.Open(path, state.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	var b strings.Builder
-	adds := map[string]int{}
 	_ = st.View(context.Background(), func(tx state.Tx) error {
 		hosts, _ := tx.Hosts()
 		for _, h := range hosts {
@@ -213,64 +151,135 @@ func snapshot(t *testing.T, path string) string {
 			b.Write(j)
 			b.WriteByte('\n')
 		}
-		g, _ := tx.Generation()
-		fmt.Fprintf(&b, "applied %d %s\n", g.Applied, g.AppliedFingerprint)
 		evs, _ := tx.Events(0, 0)
 		for _, e := range evs {
-			if e.Kind == "host.add" {
-				adds[e.Host]++
+			if e.Host != "" {
+				msg, _, _ := strings.Cut(e.Message, " (site generation")
+				fmt.Fprintf(&b, "%s %s %s\n", e.Host, e.Kind, msg)
 			}
 		}
+		g, _ := tx.Generation()
+		fmt.Fprintf(&b, "applied %s, attempted %s, error %q\n", g.AppliedFingerprint, g.AttemptedFingerprint, g.Error)
 		return nil
 	})
-	if len(adds) != 500 {
-		t.Errorf("%s: %d hosts have an add event, want 500", path, len(adds))
-	}
-	for h, n := range adds {
-		if n != 1 {
-			t.Errorf("%s: host %s was added %d times", path, h, n)
-		}
-	}
 	return b.String()
 }
 
-// child runs this test binary as a process that applies dir to the state file.
-func child(stateFile, dir string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "CAIRN_RECONCILE_CHILD="+stateFile+"|"+dir)
-	return cmd
+// TestCutAtEveryCommit applies a series of sites (hosts added; every host re-provisioned,
+// relabelled and given a new image; hosts replaced) and cuts each apply after every possible
+// number of commits, then resumes it as a restarted daemon would (plan again, apply what is
+// left). Every resumed state must equal the uncut one: hosts, tokens dropped, phases, and
+// each host's events, none lost and none twice.
+func TestCutAtEveryCommit(t *testing.T) {
+	defer func(n int) { stepsPerTx = n }(stepsPerTx)
+	stepsPerTx = 4 // many transactions, and hosts with several changes across their bounds
+	ctx := context.Background()
+	dir := t.TempDir()
+	host := func(i, provision int, label string) string {
+		return fmt.Sprintf("mac = \"52:54:00:00:00:%02x\"\nprovision = %d\nroles = [\"web\"]\n[labels]\nl = %q\n", i, provision, label)
+	}
+	sites := []func(){
+		func() { // 12 hosts
+			writeSite(t, dir, 0, "nginx:1.27", "")
+			for i := range 12 {
+				writeFile(t, dir, fmt.Sprintf("hosts/h%02d.toml", i), host(i, 0, "a"))
+			}
+		},
+		func() { // each host: re-provision, spec change and containers change
+			writeSite(t, dir, 0, "nginx:1.28", "")
+			for i := range 12 {
+				writeFile(t, dir, fmt.Sprintf("hosts/h%02d.toml", i), host(i, 1, "b"))
+			}
+		},
+		func() { // four hosts replaced by four others
+			writeSite(t, dir, 0, "nginx:1.28", "")
+			for i := 4; i < 16; i++ {
+				writeFile(t, dir, fmt.Sprintf("hosts/h%02d.toml", i), host(i, 1, "b"))
+			}
+		},
+	}
+	// ready marks every host ready with tokens, as agents would, between applies.
+	ready := func(st state.Store) {
+		_ = st.Update(ctx, func(tx state.Tx) error {
+			hosts, _ := tx.Hosts()
+			for _, h := range hosts {
+				h.Phase, h.HostTokenHash = state.Ready, "token-of-"+h.Name
+				_ = tx.PutHost(h)
+			}
+			return nil
+		})
+	}
+	// before applies the sites before site k cleanly into a new store.
+	before := func(k int) state.Store {
+		st := state.NewMemory(0)
+		for i := range k {
+			sites[i]()
+			if _, err := Apply(ctx, st, mustLoad(t, dir), int64(i+1), fmt.Sprintf("fp%d", i)); err != nil {
+				t.Fatal(err)
+			}
+			ready(st)
+		}
+		return st
+	}
+	cuts := 0
+	for k := range sites {
+		clean := &cutStore{Store: before(k), left: -1}
+		sites[k]()
+		s := mustLoad(t, dir)
+		fp := fmt.Sprintf("fp%d", k)
+		if _, err := Apply(ctx, clean, s, int64(k+1), fp); err != nil {
+			t.Fatal(err)
+		}
+		want := outcome(t, clean)
+		for n := range clean.done {
+			cut := &cutStore{Store: before(k), left: n}
+			sites[k]()
+			if _, err := Apply(ctx, cut, mustLoad(t, dir), int64(k+1), fp); !errors.Is(err, errCut) {
+				t.Fatalf("site %d cut after %d of %d commits: Apply = %v, want the cut", k, n, clean.done, err)
+			}
+			// The daemon starts again: it loads the site anew and applies what is left.
+			if _, err := Apply(ctx, cut.Store, mustLoad(t, dir), int64(k+2), fp); err != nil {
+				t.Fatalf("site %d, resuming after %d commits: %v", k, n, err)
+			}
+			if got := outcome(t, cut.Store); got != want {
+				t.Fatalf("site %d cut after %d of %d commits, then resumed, differs from the uncut apply:\n--- uncut\n%s--- resumed\n%s", k, n, clean.done, want, got)
+			}
+			cuts++
+		}
+	}
+	t.Logf("%d cuts, each resumed to the uncut state", cuts)
 }
 
-func TestMain(m *testing.M) {
-	if v := os.Getenv("CAIRN_RECONCILE_CHILD"); v != "" {
-		stateFile, dir, _ := strings.Cut(v, "|")
-		if err := runChild(stateFile, dir); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+func writeFile(t *testing.T, dir, rel, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, rel)), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	os.Exit(m.Run())
+	if err := os.WriteFile(filepath.Join(dir, rel), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
-func runChild(stateFile, dir string) error {
-	stepsPerTx = 1 // a kill can then land between any two hosts
-	st, err := state.Open(stateFile, state.Options{Timeout: 10 * time.Second})
-	if err != nil {
-		return err
+// TestBatchKeepsHostsWhole: transactions hold about stepsPerTx items, never half a host's.
+func TestBatchKeepsHostsWhole(t *testing.T) {
+	defer func(n int) { stepsPerTx = n }(stepsPerTx)
+	stepsPerTx = 2
+	var items []plan.Item
+	for _, h := range []string{"a", "a", "b", "c", "c", "c", "d"} {
+		items = append(items, plan.Item{Host: h})
 	}
-	defer st.Close()
-	s, err := site.Load(dir)
-	if err != nil {
-		return err
-	}
-	changes, cancel := st.Subscribe()
-	defer cancel()
-	go func() {
-		for range changes {
-			fmt.Println("committed")
+	var got []string
+	for _, b := range batch(items) {
+		var hosts []string
+		for _, it := range b {
+			hosts = append(hosts, it.Host)
 		}
-	}()
-	_, err = Apply(context.Background(), st, s, 1, "fp")
-	return err
+		got = append(got, strings.Join(hosts, ""))
+	}
+	if want := []string{"aa", "bccc", "d"}; !slices.Equal(got, want) {
+		t.Errorf("batches %q, want %q", got, want)
+	}
+	if b := batch(nil); len(b) != 1 || len(b[0]) != 0 {
+		t.Errorf("batch(nil) = %v, want one empty batch", b)
+	}
 }

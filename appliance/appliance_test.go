@@ -25,7 +25,7 @@ func TestServiceUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID", "StandardOutput=journal+console", "WantedBy=multi-user.target"} {
+	for _, want := range []string{"Type=notify-reload", "ReloadSignal=SIGHUP", "WatchdogSec=", "Restart=on-failure", "StandardOutput=journal+console", "WantedBy=multi-user.target"} {
 		if !strings.Contains(string(b), "\n"+want) {
 			t.Errorf("cairn.service lacks a line starting %q", want)
 		}

@@ -62,6 +62,14 @@ type Options struct {
 	MemoryMiB, CPUs int
 	// Forward lists guest TCP ports to reach from the host; Addr gives each one's host address.
 	Forward []int
+	// Kernel, when set, boots that kernel directly (QEMU's -kernel) instead of the medium's boot
+	// loader. The medium stays attached, so live-boot finds its root filesystem on it.
+	// KernelFromISO gives the ISO's own kernel, initramfs and command line.
+	Kernel *KernelBoot
+	// Shell adds a second serial port (the guest's ttyS1) on a unix socket and turns systemd's
+	// debug shell on there (DebugShellArg); VM.Shell drives it. It needs Kernel, whose command
+	// line carries the argument.
+	Shell bool
 }
 
 // OVMF firmware files (Debian's ovmf package).
@@ -80,6 +88,8 @@ type VM struct {
 	ports map[int]int
 	cmd   *exec.Cmd
 	exit  chan error
+
+	sock string // the shell's unix socket, when Options.Shell
 
 	mu      sync.Mutex
 	matched int // serial log offset after the last WaitSerial match
@@ -110,9 +120,15 @@ func New(t testing.TB, opts Options) *VM {
 	if opts.CPUs == 0 {
 		opts.CPUs = 2
 	}
+	if opts.Shell && opts.Kernel == nil {
+		t.Fatal("vmtest: Options.Shell needs Options.Kernel: the debug shell is turned on from the kernel command line")
+	}
 	vm := &VM{t: t, opts: opts, dir: keptDir(t, "vm"), ports: map[int]int{}}
 	for _, p := range opts.Forward {
 		vm.ports[p] = freePort(t)
+	}
+	if opts.Shell {
+		vm.sock = shellSocket(t, vm.dir)
 	}
 	t.Cleanup(vm.Stop)
 	return vm
@@ -170,6 +186,19 @@ func (vm *VM) Args(accel string) []string {
 		"-display", "none", "-monitor", "none", "-no-reboot",
 		"-chardev", "file,id=ser0,path=" + vm.SerialLog(), "-serial", "chardev:ser0",
 	}
+	if o.Shell {
+		// server=on,wait=off: QEMU listens and boots at once; the test connects when it likes.
+		args = append(args, "-chardev", "socket,id=ser1,path="+vm.ShellSocket()+",server=on,wait=off", "-serial", "chardev:ser1")
+	}
+	bootindex := ",bootindex=0"
+	if k := o.Kernel; k != nil {
+		cmdline := k.Cmdline
+		if o.Shell {
+			cmdline += " " + DebugShellArg
+		}
+		args = append(args, "-kernel", k.Kernel, "-initrd", k.Initrd, "-append", cmdline)
+		bootindex = "" // QEMU boots the kernel from an option ROM that holds boot index 0
+	}
 	if o.Firmware == UEFI {
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
@@ -178,12 +207,12 @@ func (vm *VM) Args(accel string) []string {
 	switch o.Media {
 	case CDROM:
 		args = append(args, "-drive", "if=none,id=boot,media=cdrom,readonly=on,format=raw,file="+o.ISO,
-			"-device", "ide-cd,drive=boot,bootindex=0")
+			"-device", "ide-cd,drive=boot"+bootindex)
 	case USB:
 		// snapshot=on: the guest may write to its "stick" without touching the ISO.
 		args = append(args, "-device", "qemu-xhci,id=xhci",
 			"-drive", "if=none,id=boot,format=raw,snapshot=on,file="+o.ISO,
-			"-device", "usb-storage,bus=xhci.0,drive=boot,bootindex=0")
+			"-device", "usb-storage,bus=xhci.0,drive=boot"+bootindex)
 	}
 	netdev := "user,id=net0,restrict=on"
 	for _, gp := range o.Forward {
@@ -220,7 +249,11 @@ func (vm *VM) Start() {
 	vm.started = time.Now()
 	vm.exit = make(chan error, 1)
 	go func() { vm.exit <- vm.cmd.Wait(); _ = logf.Close() }()
-	vm.t.Logf("vmtest: booting %s with %s from a %s (%s); logs in %s", filepath.Base(vm.opts.ISO), vm.opts.Firmware, vm.opts.Media, accel, vm.dir)
+	how := fmt.Sprintf("with %s from a %s", vm.opts.Firmware, vm.opts.Media)
+	if vm.opts.Kernel != nil {
+		how = fmt.Sprintf("through its kernel, directly, with the ISO on a %s", vm.opts.Media)
+	}
+	vm.t.Logf("vmtest: booting %s %s (%s); logs in %s", filepath.Base(vm.opts.ISO), how, accel, vm.dir)
 }
 
 // Stop ends the VM (a no-op when it is not running).

@@ -35,14 +35,15 @@ const (
 func Load(dir string) (*Site, error) { return NewLoader(dir).Load() }
 
 // A Loader loads one site directory again and again, as the daemon does after every edit. It
-// keeps every host file as it last parsed it and parses again only the host files it is told
-// changed (Changed) and those that appeared; site.toml, the roles, the files containers mount
-// and every check that spans files are read and run on each Load. On a site of 10,000 hosts an
-// edit of one host file so costs one parse instead of 10,000, and Load returns what site.Load
-// would, as long as every change is reported: the loader trusts what it is told and does not
-// look at files it keeps. Host files reached through a symlink of their own are read every
-// time, and a site or hosts directory that resolves elsewhere than before (a swapped ..data
-// link) is read afresh.
+// keeps the listing of hosts/ and every host file as it last parsed it, and looks again only
+// at the host files it is told changed (Changed): it parses them again, or adds them to its
+// listing or drops them from it. site.toml, the roles, the files containers mount and every
+// check that spans files are read and run on each Load. On a site of 10,000 hosts an edit of
+// one host file so costs one parse and one lstat, not 10,000 of each, and Load returns what
+// site.Load would, as long as every change (a file written, created or removed) is reported:
+// the loader trusts what it is told. Host files reached through a symlink of their own are
+// read every time, and a site or hosts directory that resolves elsewhere than before (a
+// swapped ..data link) is read afresh.
 //
 // A host whose file did not change, while [defaults] did not either, is the same *Host as the
 // last Load returned: treat a Site as read-only.
@@ -53,8 +54,16 @@ type Loader struct {
 	root     string     // the site directory as the last Load resolved it
 	hostsDir string     // and its hosts/ directory
 	kept     map[string]*parsedHost
+	list     *hostList       // the host files as listed; nil: list them again
 	stale    map[string]bool // host files reported changed since the last Load
 	defaults *Defaults       // of the last valid Load
+}
+
+// hostList is the listing of hosts/: its *.toml files, sorted, and what listing it found wrong.
+type hostList struct {
+	files []string
+	links map[string]bool // the files that are symlinks
+	errs  []*Error
 }
 
 // parsedHost is a host file as the Loader last parsed it.
@@ -80,12 +89,15 @@ func (l *Loader) Changed(paths ...string) {
 		p = path.Clean(filepath.ToSlash(p))
 		switch {
 		case p == "." || p == HostsDir:
-			l.kept = nil
+			l.kept, l.list = nil, nil
 		case strings.HasPrefix(p, HostsDir+"/"):
 			if l.stale == nil {
 				l.stale = map[string]bool{}
 			}
 			l.stale[p] = true
+			if path.Dir(p) != HostsDir {
+				l.list = nil // inside a sub-directory: listing hosts/ says what is wrong
+			}
 		}
 	}
 }
@@ -94,7 +106,7 @@ func (l *Loader) Changed(paths ...string) {
 func (l *Loader) Forget() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.kept = nil
+	l.kept, l.list = nil, nil
 }
 
 // Load reads the site as it is now; see Load.
@@ -118,15 +130,15 @@ func (l *Loader) Load() (*Site, error) {
 	}
 	hostsDir, _ := filepath.EvalSymlinks(filepath.Join(root, HostsDir))
 	if root != l.root || hostsDir != l.hostsDir {
-		l.kept = nil // other files altogether
+		l.kept, l.list = nil, nil // other files altogether
 	}
 	l.root, l.hostsDir = root, hostsDir
-	ld := &loader{root: root, site: &Site{Dir: dir, Roles: map[string]*Role{}}, kept: l.kept, stale: l.stale}
+	ld := &loader{root: root, site: &Site{Dir: dir, Roles: map[string]*Role{}}, kept: l.kept, list: l.list, stale: l.stale}
 	ld.loadSiteFile()
 	ld.loadHosts()
 	ld.loadRoles()
 	ld.validate()
-	l.kept, l.stale = ld.kept, nil
+	l.kept, l.list, l.stale = ld.kept, ld.list, nil
 	if len(ld.errs) > 0 {
 		ld.errs.Sort()
 		return nil, ld.errs
@@ -148,7 +160,8 @@ type loader struct {
 	mu      sync.Mutex // guards errs while files load in parallel
 
 	kept  map[string]*parsedHost // host files parsed by earlier loads, by path
-	stale map[string]bool        // of which these changed
+	list  *hostList              // hosts/ as an earlier load listed it, or nil
+	stale map[string]bool        // host files that changed since
 
 	rolesOK map[string]bool // lists of roles found faultless on a host, joined by NUL
 }
@@ -277,7 +290,9 @@ func stem(rel string) string { return strings.TrimSuffix(path.Base(rel), ".toml"
 // loadHosts parses the host files that are new or changed, in parallel, and takes the others
 // as earlier loads parsed them.
 func (l *loader) loadHosts() {
-	files, links := l.listTOML(HostsDir)
+	l.listHosts()
+	files, links := l.list.files, l.list.links
+	l.add(l.list.errs...)
 	parsed := make([]*parsedHost, len(files))
 	var todo []int
 	for i, f := range files {
@@ -311,6 +326,58 @@ func (l *loader) loadHosts() {
 		}
 		maps.DeleteFunc(l.kept, func(f string, _ *parsedHost) bool { return !listed[f] })
 	}
+}
+
+// listHosts brings the listing of hosts/ up to date: it looks at the files reported changed
+// alone when it has a listing, and lists the directory otherwise.
+//
+// A listing that found something wrong (a sub-directory, an unreadable directory) is not
+// kept: the next load lists again, so that the problem goes once it is fixed, events or not.
+func (l *loader) listHosts() {
+	if l.list != nil && len(l.list.errs) == 0 && l.relist() {
+		return
+	}
+	before := len(l.errs)
+	files, links := l.listTOML(HostsDir)
+	l.list = &hostList{files: files, links: links, errs: slices.Clone(l.errs[before:])}
+	l.errs = l.errs[:before] // loadHosts adds them, as it does a kept listing's
+}
+
+// relist updates the kept listing with the files reported changed; false when one of them is
+// something only listing the directory handles.
+func (l *loader) relist() bool {
+	list := &hostList{files: slices.Clone(l.list.files), links: maps.Clone(l.list.links), errs: l.list.errs}
+	for f := range l.stale {
+		name := path.Base(f)
+		if path.Dir(f) != HostsDir || strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~") || !strings.HasSuffix(name, ".toml") {
+			if path.Dir(f) != HostsDir {
+				return false
+			}
+			continue // not a host file, as listing would find
+		}
+		i, listed := slices.BinarySearch(list.files, f)
+		info, err := os.Lstat(filepath.Join(l.root, filepath.FromSlash(f)))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if listed {
+				list.files = slices.Delete(list.files, i, i+1)
+				delete(list.links, f)
+			}
+		case err != nil || info.IsDir():
+			return false
+		default:
+			if !listed {
+				list.files = slices.Insert(list.files, i, f)
+			}
+			if info.Mode()&fs.ModeSymlink != 0 {
+				list.links[f] = true
+			} else {
+				delete(list.links, f)
+			}
+		}
+	}
+	l.list = list
+	return true
 }
 
 // parseHost parses one host file and checks what it alone can get wrong.

@@ -100,7 +100,18 @@ func TestLoaderMatchesLoad(t *testing.T) {
 				p := fmt.Sprintf("hosts/h%02d.toml", i)
 				_ = os.Remove(filepath.Join(dir, p))
 				changed = append(changed, p)
-			case k < 6:
+			case k == 3:
+				// Files that come and go under other names: a new host, a note, a
+				// sub-directory (an error until it goes again).
+				p := []string{fmt.Sprintf("hosts/new%02d.toml", i), "hosts/notes.txt", "hosts/sub/x.toml"}[i%3]
+				if _, err := os.Stat(filepath.Join(dir, p)); err == nil {
+					_ = os.RemoveAll(filepath.Join(dir, filepath.Dir(p), "sub"))
+					_ = os.Remove(filepath.Join(dir, p))
+				} else {
+					writeFiles(t, dir, map[string]string{p: loaderHost(40+i, rng.IntN(3))})
+				}
+				changed = append(changed, p)
+			case k < 7:
 				write(i, 3+rng.IntN(4)) // broken, or named, or with partitions
 			case k < 12 && len(broken) > 0:
 				for b := range broken {

@@ -31,6 +31,9 @@ type converger struct {
 	loader  *site.Loader
 	applier *reconcile.Applier
 
+	// serving ends every STATUS= line: what the registry serves, and where. Set before run.
+	serving string
+
 	mu  sync.Mutex
 	cur api.Current
 
@@ -161,6 +164,9 @@ func (c *converger) status(ctx context.Context) string {
 	if cur.LoadError != "" {
 		first, _, _ := strings.Cut(cur.LoadError, "\n")
 		fmt.Fprintf(&b, "; last edit rejected: %s", first)
+	}
+	if c.serving != "" {
+		b.WriteString("; " + c.serving)
 	}
 	return b.String()
 }

@@ -125,7 +125,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	ready := func() {
 		st := status
 		if conv != nil {
-			st = conv.status(ctx) + "; " + status
+			st = conv.status(ctx)
 		}
 		if _, err := notifier.Notify("READY=1\nSTATUS=" + st); err != nil {
 			log.Warn("telling systemd the daemon is ready", "err", err)
@@ -139,6 +139,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		// The site is loaded (and applied) before READY=1: systemctl start returns when the
 		// daemon serves what the site says.
 		readied := make(chan struct{})
+		conv.serving = status
 		go func() { converged <- conv.run(ctx, watcher, opts.Reload, func() { close(readied) }) }()
 		select {
 		case <-readied:

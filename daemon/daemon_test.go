@@ -222,15 +222,22 @@ func TestRunConvergesSite(t *testing.T) {
 	cfg := Config{Store: store, Site: mustAbs(t, "../examples/site"), Listen: "127.0.0.1:0",
 		SiteDir: filepath.Join(var0, "site"), State: filepath.Join(var0, "state.db")}
 	n := newRecorder(0)
-	addr, stop := start(t, cfg, Options{Notifier: n, Version: "test"})
+	hup := make(chan os.Signal, 1)
+	addr, stop := start(t, cfg, Options{Notifier: n, Version: "test", Reload: hup})
 	defer func() {
 		if err := stop(); err != nil {
 			t.Error(err)
 		}
 	}()
 	ready := n.waitFor(t, "READY=1")
-	if !strings.Contains(ready, "STATUS=site rack1 generation 1; 3 hosts (3 pending)") {
-		t.Errorf("READY notification = %q, want the site's status", ready)
+	if !strings.Contains(ready, "STATUS=site rack1 generation 1; 3 hosts (3 pending); serving 1 artifacts from "+store) {
+		t.Errorf("READY notification = %q, want the site's status and the store's", ready)
+	}
+	// After a reload, systemctl status still says what is served.
+	hup <- os.Interrupt
+	n.waitFor(t, "RELOADING=1")
+	if st := n.waitFor(t, "STATUS="); !strings.Contains(st, "generation 2; 3 hosts (3 pending); serving 1 artifacts from "+store) {
+		t.Errorf("STATUS after a reload = %q, want the new generation and the store", st)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.SiteDir, "hosts", "web-01.toml")); err != nil {
 		t.Errorf("the site seed was not copied: %v", err)

@@ -26,9 +26,9 @@ medium by its volume label and serves the store on it as a read-only container r
 watches the site directory (site_dir; seeded from the medium on first boot), applies every valid
 edit and keeps the last good site when an edit is invalid, publishing why. Beside the registry
 (/v2/) the same port serves the operator API (/api/v1/...), Prometheus metrics (/metrics) and a
-status page (/). It tells systemd it is ready (Type=notify) once the site is applied, answers
-systemctl reload by re-reading the site, and feeds the watchdog only while the registry answers
-and the converging loop goes round.`,
+status page (/). It tells systemd it is ready (Type=notify-reload) once the site is applied,
+answers systemctl reload by re-reading the site, and feeds the watchdog only while the registry
+answers and the converging loop goes round.`,
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			cfg, err := daemon.LoadConfig(configPath)

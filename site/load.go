@@ -79,9 +79,10 @@ type parsedHost struct {
 // NewLoader returns a Loader of the site directory dir that has read nothing yet.
 func NewLoader(dir string) *Loader { return &Loader{dir: dir} }
 
-// Changed tells the loader that the files at paths (relative to the site directory) may have
-// changed since its last Load: the next Load parses them again. A path that is not a host file
-// needs no telling (those are read every time), except the hosts directory itself.
+// Changed tells the loader that the files at paths (relative to the site directory) were
+// written, created or removed since its last Load: the next Load looks at them again. Files
+// other than host files need no telling (they are read every time); naming the hosts directory
+// itself makes the next Load read all of it.
 func (l *Loader) Changed(paths ...string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -339,6 +340,9 @@ func (l *loader) listHosts() {
 	}
 	before := len(l.errs)
 	files, links := l.listTOML(HostsDir)
+	if links == nil {
+		links = map[string]bool{} // no hosts/ yet: relist may add to it
+	}
 	l.list = &hostList{files: files, links: links, errs: slices.Clone(l.errs[before:])}
 	l.errs = l.errs[:before] // loadHosts adds them, as it does a kept listing's
 }

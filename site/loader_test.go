@@ -233,3 +233,28 @@ func TestLoaderFollowsSwappedDirectory(t *testing.T) {
 		t.Fatalf("after the swap the loader returned %d hosts, h01 labelled %v", len(s.Hosts), s.Hosts[0].Labels)
 	}
 }
+
+// TestLoaderHostsDirAppears starts from a site without hosts/ and adds a host file that is a
+// symlink, reported as changed.
+func TestLoaderHostsDirAppears(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		SiteFile:          fmt.Sprintf(loaderSite, "UTC"),
+		"roles/web.toml":  "[[container]]\nname = \"web\"\nimage = \"docker.io/library/nginx:1.27\"\n",
+		"shared/h01.toml": loaderHost(1, 0),
+	})
+	l := NewLoader(dir)
+	if s, err := l.Load(); err != nil || len(s.Hosts) != 0 {
+		t.Fatalf("Load() = %v, %v; want a site without hosts", s, err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "hosts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../shared/h01.toml", filepath.Join(dir, "hosts/h01.toml")); err != nil {
+		t.Fatal(err)
+	}
+	l.Changed("hosts/h01.toml")
+	if s, err := l.Load(); err != nil || len(s.Hosts) != 1 {
+		t.Fatalf("Load() = %v, %v; want the new host", s, err)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cairn-appliance/cairn/site/sitetest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -84,15 +86,7 @@ func TestExampleSite(t *testing.T) {
 func writeSite(t testing.TB, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
-	for name, content := range files {
-		p := filepath.Join(dir, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sitetest.Write(t, dir, files)
 	return dir
 }
 

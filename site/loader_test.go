@@ -7,21 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-)
 
-// writeFiles writes files (path relative to dir: content) into dir.
-func writeFiles(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for p, c := range files {
-		full := filepath.Join(dir, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+	"github.com/cairn-appliance/cairn/site/sitetest"
+)
 
 const loaderSite = `[site]
 name = "hall"
@@ -76,7 +64,7 @@ func TestLoaderMatchesLoad(t *testing.T) {
 	for i := range 40 {
 		files[fmt.Sprintf("hosts/h%02d.toml", i)] = loaderHost(i, 0)
 	}
-	writeFiles(t, dir, files)
+	sitetest.Write(t, dir, files)
 	l := NewLoader(dir)
 	rng := rand.New(rand.NewPCG(3, 4))
 	broken := map[int]bool{} // hosts whose file is broken or gone
@@ -85,7 +73,7 @@ func TestLoaderMatchesLoad(t *testing.T) {
 		var changed []string
 		write := func(i, variant int) {
 			p := fmt.Sprintf("hosts/h%02d.toml", i)
-			writeFiles(t, dir, map[string]string{p: loaderHost(i, variant)})
+			sitetest.Write(t, dir, map[string]string{p: loaderHost(i, variant)})
 			changed = append(changed, p)
 			broken[i] = variant > 2
 		}
@@ -93,9 +81,9 @@ func TestLoaderMatchesLoad(t *testing.T) {
 			i := rng.IntN(40)
 			switch k := rng.IntN(20); {
 			case k == 0:
-				writeFiles(t, dir, map[string]string{SiteFile: fmt.Sprintf(loaderSite, []string{"UTC", "Europe/Berlin"}[rng.IntN(2)])})
+				sitetest.Write(t, dir, map[string]string{SiteFile: fmt.Sprintf(loaderSite, []string{"UTC", "Europe/Berlin"}[rng.IntN(2)])})
 			case k == 1:
-				writeFiles(t, dir, map[string]string{"roles/web.toml": fmt.Sprintf("[[container]]\nname = \"web\"\nimage = \"docker.io/library/nginx:1.%d\"\n", rng.IntN(3))})
+				sitetest.Write(t, dir, map[string]string{"roles/web.toml": fmt.Sprintf("[[container]]\nname = \"web\"\nimage = \"docker.io/library/nginx:1.%d\"\n", rng.IntN(3))})
 			case k == 2:
 				p := fmt.Sprintf("hosts/h%02d.toml", i)
 				_ = os.Remove(filepath.Join(dir, p))
@@ -108,7 +96,7 @@ func TestLoaderMatchesLoad(t *testing.T) {
 					_ = os.RemoveAll(filepath.Join(dir, filepath.Dir(p), "sub"))
 					_ = os.Remove(filepath.Join(dir, p))
 				} else {
-					writeFiles(t, dir, map[string]string{p: loaderHost(40+i, rng.IntN(3))})
+					sitetest.Write(t, dir, map[string]string{p: loaderHost(40+i, rng.IntN(3))})
 				}
 				changed = append(changed, p)
 			case k < 7:
@@ -145,7 +133,7 @@ func TestLoaderMatchesLoad(t *testing.T) {
 // a file nobody reported is not read again, and what is read every time all the same.
 func TestLoaderKeepsWhatDidNotChange(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	sitetest.Write(t, dir, map[string]string{
 		SiteFile:           fmt.Sprintf(loaderSite, "UTC"),
 		"roles/web.toml":   "[[container]]\nname = \"web\"\nimage = \"docker.io/library/nginx:1.27\"\n",
 		"hosts/h01.toml":   loaderHost(1, 0),
@@ -161,7 +149,7 @@ func TestLoaderKeepsWhatDidNotChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFiles(t, dir, map[string]string{"hosts/h01.toml": loaderHost(1, 1), "hosts/h02.toml": loaderHost(2, 1), "shared/h03.toml": loaderHost(3, 1)})
+	sitetest.Write(t, dir, map[string]string{"hosts/h01.toml": loaderHost(1, 1), "hosts/h02.toml": loaderHost(2, 1), "shared/h03.toml": loaderHost(3, 1)})
 	l.Changed("hosts/h01.toml")
 	second, err := l.Load()
 	if err != nil {
@@ -177,7 +165,7 @@ func TestLoaderKeepsWhatDidNotChange(t *testing.T) {
 		t.Errorf("h03, a symlink, was not read again: %+v", second.Hosts[2])
 	}
 	// New defaults give every host anew.
-	writeFiles(t, dir, map[string]string{SiteFile: fmt.Sprintf(loaderSite, "Europe/Berlin")})
+	sitetest.Write(t, dir, map[string]string{SiteFile: fmt.Sprintf(loaderSite, "Europe/Berlin")})
 	third, err := l.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +190,7 @@ func TestLoaderKeepsWhatDidNotChange(t *testing.T) {
 // projected volume does, and checks that the loader reads the new files unprompted.
 func TestLoaderFollowsSwappedDirectory(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	sitetest.Write(t, dir, map[string]string{
 		SiteFile:         fmt.Sprintf(loaderSite, "UTC"),
 		"roles/web.toml": "[[container]]\nname = \"web\"\nimage = \"docker.io/library/nginx:1.27\"\n",
 		"..v1/h01.toml":  loaderHost(1, 0),
@@ -238,7 +226,7 @@ func TestLoaderFollowsSwappedDirectory(t *testing.T) {
 // symlink, reported as changed.
 func TestLoaderHostsDirAppears(t *testing.T) {
 	dir := t.TempDir()
-	writeFiles(t, dir, map[string]string{
+	sitetest.Write(t, dir, map[string]string{
 		SiteFile:          fmt.Sprintf(loaderSite, "UTC"),
 		"roles/web.toml":  "[[container]]\nname = \"web\"\nimage = \"docker.io/library/nginx:1.27\"\n",
 		"shared/h01.toml": loaderHost(1, 0),

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-appliance/cairn/site/sitetest"
+
 	"github.com/cairn-appliance/cairn/airgap/airgaptest"
 	"github.com/cairn-appliance/cairn/daemon/plan"
 	"github.com/cairn-appliance/cairn/site"
@@ -45,15 +47,7 @@ disk = "first-nonremovable"
 	for i := range n {
 		files[hostFile(i)] = hostTOML(i, "r1")
 	}
-	for p, c := range files {
-		full := filepath.Join(dir, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			tb.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-			tb.Fatal(err)
-		}
-	}
+	sitetest.Write(tb, dir, files)
 }
 
 func hostFile(i int) string { return fmt.Sprintf("hosts/h%05d.toml", i) }

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-appliance/cairn/site/sitetest"
+
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/cairn-appliance/cairn/airgap/airgaptest"
@@ -495,15 +497,7 @@ disk = "first-nonremovable"
 	if err := os.RemoveAll(filepath.Join(dir, "hosts")); err != nil {
 		t.Fatal(err)
 	}
-	for p, c := range files {
-		full := filepath.Join(dir, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sitetest.Write(t, dir, files)
 }
 
 // stateSnapshot is what a state file holds, timestamps left out.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairn-appliance/cairn/site/sitetest"
+
 	"github.com/cairn-appliance/cairn/daemon/state"
 	"github.com/cairn-appliance/cairn/site"
 )
@@ -35,15 +37,7 @@ func load(t *testing.T, siteExtra, image string, hosts map[string]string) *site.
 	for name, extra := range hosts {
 		files["hosts/"+name+".toml"] = fmt.Sprintf("mac = \"52:54:00:00:00:%02x\"\n%s\n", name[0]-'a'+1, extra)
 	}
-	for p, c := range files {
-		full := filepath.Join(dir, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sitetest.Write(t, dir, files)
 	s, err := site.Load(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-appliance/cairn/site/sitetest"
+
 	"github.com/cairn-appliance/cairn/daemon/plan"
 	"github.com/cairn-appliance/cairn/daemon/state"
 	"github.com/cairn-appliance/cairn/site"
@@ -39,15 +41,7 @@ disk = "first-nonremovable"
 		files[fmt.Sprintf("hosts/h%04d.toml", i)] = fmt.Sprintf("mac = \"52:54:00:00:%02x:%02x\"\nip = \"10.0.%d.%d\"\nroles = [\"web\"]\n", i>>8, i&0xff, 1+i/200, 10+i%200)
 	}
 	_ = os.RemoveAll(filepath.Join(dir, "hosts"))
-	for p, c := range files {
-		full := filepath.Join(dir, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sitetest.Write(t, dir, files)
 }
 
 func mustLoad(t testing.TB, dir string) *site.Site {

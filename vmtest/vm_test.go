@@ -60,3 +60,17 @@ func (f *fakeTB) Skip(args ...any) {
 	f.msg = fmt.Sprint(args...)
 	panic("skipped")
 }
+
+// TestArgsCPUs: one vCPU under TCG unless asked otherwise, two under KVM.
+func TestArgsCPUs(t *testing.T) {
+	for _, tc := range []struct {
+		cpus  int
+		accel string
+		want  string
+	}{{0, "tcg", "-smp 1 "}, {0, "kvm", "-smp 2 "}, {4, "tcg", "-smp 4 "}} {
+		vm := &VM{opts: Options{ISO: "/x/cairn.iso", MemoryMiB: 1024, CPUs: tc.cpus}, dir: "/d", ports: map[int]int{}}
+		if args := strings.Join(vm.Args(tc.accel), " ") + " "; !strings.Contains(args, tc.want) {
+			t.Errorf("CPUs %d under %s: QEMU args lack %q:\n%s", tc.cpus, tc.accel, tc.want, args)
+		}
+	}
+}

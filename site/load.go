@@ -172,8 +172,7 @@ type loader struct {
 type hostEntry struct {
 	host   *Host
 	doc    *tomlpos.Document
-	parsed *parsedHost
-	kept   bool // parsed by an earlier load
+	parsed *parsedHost // final is set once a valid load has filled in its defaults
 }
 
 type roleEntry struct {
@@ -304,10 +303,6 @@ func (l *loader) loadHosts() {
 		}
 	}
 	parallel(len(todo), func(j int) { parsed[todo[j]] = l.parseHost(files[todo[j]]) })
-	fresh := make(map[int]bool, len(todo))
-	for _, i := range todo {
-		fresh[i] = true
-	}
 	if l.kept == nil {
 		l.kept = make(map[string]*parsedHost, len(files))
 	}
@@ -318,7 +313,7 @@ func (l *loader) loadHosts() {
 			continue
 		}
 		// Validation only reads the host; applyDefaults copies it before it writes.
-		l.hosts = append(l.hosts, hostEntry{host: &p.host, doc: p.doc, parsed: p, kept: !fresh[i]})
+		l.hosts = append(l.hosts, hostEntry{host: &p.host, doc: p.doc, parsed: p})
 	}
 	if len(l.kept) > len(files) { // files went away: forget them
 		listed := make(map[string]bool, len(files))

@@ -391,8 +391,8 @@ func (l *loader) validateHostRoles(d *tomlpos.Document, h *Host) {
 }
 
 // applyDefaults fills in what the site leaves to defaults, once the site is known to be valid.
-// A host file kept from an earlier load whose defaults were prev, as they still are, gives the
-// host that load made.
+// A host file parsed by an earlier valid load whose defaults were prev, as they still are,
+// gives the host that load made.
 func (l *loader) applyDefaults(prev *Defaults) {
 	s := l.site
 	if s.Defaults.Timezone == "" {
@@ -401,7 +401,7 @@ func (l *loader) applyDefaults(prev *Defaults) {
 	same := prev != nil && reflect.DeepEqual(*prev, s.Defaults)
 	s.Hosts = make([]*Host, 0, len(l.hosts))
 	for _, e := range l.hosts {
-		if e.kept && same && e.parsed.final != nil {
+		if same && e.parsed.final != nil { // a file parsed again has no final yet
 			s.Hosts = append(s.Hosts, e.parsed.final)
 			continue
 		}

@@ -25,25 +25,10 @@ import (
 
 const hosts = 10000
 
-// writeSite writes a site of n hosts, two roles each, into dir.
+// writeSite writes a hall of n hosts into dir.
 func writeSite(tb testing.TB, dir string, n int) {
 	tb.Helper()
-	files := map[string]string{
-		"site.toml": `[site]
-name = "hall"
-[network]
-interface = "eth1"
-cidr = "10.0.0.0/16"
-appliance_ip = "10.0.0.1"
-dhcp = "full"
-dhcp_range = { start = "10.0.250.1", end = "10.0.250.250" }
-[defaults]
-os = "debian-12"
-disk = "first-nonremovable"
-`,
-		"roles/web.toml": "[[container]]\nname = \"web\"\nimage = \"docker.io/library/nginx:1.27\"\nports = [\"80:80\"]\n",
-		"roles/mon.toml": "[[container]]\nname = \"exporter\"\nimage = \"quay.io/prometheus/node-exporter:v1.8.2\"\nnetwork = \"host\"\n",
-	}
+	files := sitetest.Hall("docker.io/library/nginx:1.27", "quay.io/prometheus/node-exporter:v1.8.2")
 	for i := range n {
 		files[hostFile(i)] = hostTOML(i, "r1")
 	}
@@ -52,10 +37,7 @@ disk = "first-nonremovable"
 
 func hostFile(i int) string { return fmt.Sprintf("hosts/h%05d.toml", i) }
 
-func hostTOML(i int, rack string) string {
-	return fmt.Sprintf("mac = \"52:54:00:%02x:%02x:%02x\"\nip = \"10.0.%d.%d\"\nroles = [\"web\", \"mon\"]\n[labels]\nrack = %q\n",
-		i>>16&0xff, i>>8&0xff, i&0xff, 1+i/200, 10+i%200, rack)
-}
+func hostTOML(i int, rack string) string { return sitetest.HallHost(i, 0, rack) }
 
 // BenchmarkReconcile measures the converging core on a 10,000-host site: the cold load and
 // plan (in process), the daemon's start to READY (load, plan and first apply into its state

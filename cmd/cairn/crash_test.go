@@ -473,26 +473,9 @@ func (s *crashSite) relabel(k int) {
 // write writes the site into dir, replacing the hosts there.
 func (s *crashSite) write(t *testing.T, dir string) {
 	t.Helper()
-	files := map[string]string{
-		"site.toml": `[site]
-name = "hall"
-[network]
-interface = "eth1"
-cidr = "10.0.0.0/16"
-appliance_ip = "10.0.0.1"
-dhcp = "full"
-dhcp_range = { start = "10.0.250.1", end = "10.0.250.250" }
-[defaults]
-os = "debian-12"
-disk = "first-nonremovable"
-`,
-		"roles/web.toml": fmt.Sprintf("[[container]]\nname = \"web\"\nimage = %q\nports = [\"80:80\"]\n", s.web),
-		"roles/mon.toml": fmt.Sprintf("[[container]]\nname = \"exporter\"\nimage = %q\nnetwork = \"host\"\n", s.mon),
-	}
+	files := sitetest.Hall(s.web, s.mon)
 	for i, h := range s.hosts {
-		files[fmt.Sprintf("hosts/h%04d.toml", i)] = fmt.Sprintf(
-			"mac = \"52:54:00:%02x:%02x:%02x\"\nip = \"10.0.%d.%d\"\nroles = [\"web\", \"mon\"]\nprovision = %d\n[labels]\nrack = %q\n",
-			i>>16&0xff, i>>8&0xff, i&0xff, 1+i/200, 10+i%200, h.provision, h.rack)
+		files[fmt.Sprintf("hosts/h%04d.toml", i)] = sitetest.HallHost(i, h.provision, h.rack)
 	}
 	if err := os.RemoveAll(filepath.Join(dir, "hosts")); err != nil {
 		t.Fatal(err)

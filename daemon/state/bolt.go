@@ -96,15 +96,16 @@ type hostCache struct {
 	hosts []Host // sorted by name
 }
 
-func (c *hostCache) find(name string) (int, bool) {
-	return slices.BinarySearchFunc(c.hosts, name, func(h Host, n string) int { return strings.Compare(h.Name, n) })
+// findHost finds a host in a list sorted by name.
+func findHost(hosts []Host, name string) (int, bool) {
+	return slices.BinarySearchFunc(hosts, name, func(h Host, n string) int { return strings.Compare(h.Name, n) })
 }
 
 // with returns the cache after a transaction with the given ID wrote dirty (nil: deleted).
 func (c *hostCache) with(txid int, dirty map[string]*Host) *hostCache {
 	hosts := slices.Clone(c.hosts)
 	for _, name := range slices.Sorted(maps.Keys(dirty)) {
-		i, ok := (&hostCache{hosts: hosts}).find(name)
+		i, ok := findHost(hosts, name)
 		switch h := dirty[name]; {
 		case h == nil && ok:
 			hosts = slices.Delete(hosts, i, i+1)
@@ -254,7 +255,7 @@ func (t *boltTx) Host(name string) (Host, bool, error) {
 		return *h, true, nil
 	}
 	if t.cache != nil {
-		if i, ok := t.cache.find(name); ok {
+		if i, ok := findHost(t.cache.hosts, name); ok {
 			return t.cache.hosts[i], true, nil
 		}
 		return Host{}, false, nil

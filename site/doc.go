@@ -6,5 +6,7 @@
 // valid Site or every problem at once, each with file, line, column, key, what was expected and
 // how to fix it. Schema describes the same files as JSON Schema for editors.
 //
-// The package reads the directory and nothing else: it does not fetch, apply or remember.
+// The package reads the directory and does not fetch, apply or remember. The one edit it makes
+// is RaiseProvision's, the in-place raise of a host's provision counter that asks for the host
+// to be provisioned again: it is here because here is where TOML is understood.
 package site

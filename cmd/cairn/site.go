@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cairn-appliance/cairn/daemon/api"
 	"github.com/cairn-appliance/cairn/daemon/plan"
 	"github.com/cairn-appliance/cairn/daemon/state"
 	"github.com/cairn-appliance/cairn/site"
@@ -254,13 +253,12 @@ Exit status: 0 no changes, 2 changes, 1 an invalid site, a refused plan or anoth
 				return &failure{code: exitUsage, err: errors.New("give --state or --server, not both")}
 			}
 			if server != "" {
-				var hosts []api.Host
-				if err := getJSON(cmd, server, "/api/v1/hosts?full=1", &hosts); err != nil {
+				c, err := client(server)
+				if err != nil {
 					return err
 				}
-				for _, h := range hosts {
-					recorded = append(recorded, state.Host{Name: h.Name, MAC: h.MAC, IP: h.IP, Phase: h.Phase,
-						Provision: h.Provision, Spec: h.Spec, Containers: h.Containers})
+				if recorded, err = c.Recorded(cmd.Context()); err != nil {
+					return err
 				}
 			}
 			if stateFile != "" {

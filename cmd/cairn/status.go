@@ -1,14 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -19,7 +13,6 @@ import (
 	"github.com/cairn-appliance/cairn/daemon"
 	"github.com/cairn-appliance/cairn/daemon/api"
 	"github.com/cairn-appliance/cairn/site"
-	"github.com/cairn-appliance/cairn/site/tomlpos"
 )
 
 // defaultServer is the daemon's API as seen from the appliance itself.
@@ -39,33 +32,16 @@ func addServerFlag(cmd *cobra.Command, server *string) {
 	cmd.Flags().StringVar(server, "server", "", "the daemon's address (default: from /etc/cairn/daemon.toml, else http://127.0.0.1:5000)")
 }
 
-// getJSON fetches path from the daemon's API into v.
-func getJSON(cmd *cobra.Command, server, path string, v any) error {
+// client returns a client of the daemon's API at server, or at defaultServer when it is "".
+func client(server string) (*api.Client, error) {
 	if server == "" {
 		server = defaultServer()
 	}
-	base, err := url.Parse(server)
-	if err != nil || base.Scheme == "" || base.Host == "" {
-		return &failure{code: exitUsage, err: fmt.Errorf("--server %q: expected a URL such as http://appliance:5000", server)}
-	}
-	u := strings.TrimRight(server, "/") + path
-	req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, u, nil)
+	c, err := api.NewClient(server, nil)
 	if err != nil {
-		return err
+		return nil, &failure{code: exitUsage, err: fmt.Errorf("--server: %w", err)}
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return fmt.Errorf("asking the daemon at %s: %w (is cairn daemon running? systemctl status cairn)", server, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("the daemon answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	return json.Unmarshal(body, v)
+	return c, nil
 }
 
 func newStatusCmd() *cobra.Command {
@@ -75,12 +51,16 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show every host the daemon knows: phase, progress, address, last event",
 		Args:  cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			var st api.Status
-			if err := getJSON(cmd, server, "/api/v1/status", &st); err != nil {
+			c, err := client(server)
+			if err != nil {
 				return err
 			}
-			var hosts []api.Host
-			if err := getJSON(cmd, server, "/api/v1/hosts", &hosts); err != nil {
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			hosts, err := c.Hosts(cmd.Context())
+			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
@@ -129,8 +109,12 @@ func newHostCmd() *cobra.Command {
 		Short: "Show a host as the daemon knows it, with its recent events",
 		Args:  cobra.ExactArgs(1),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			var d api.HostDetail
-			if err := getJSON(cmd, server, "/api/v1/hosts/"+url.PathEscape(args[0]), &d); err != nil {
+			c, err := client(server)
+			if err != nil {
+				return err
+			}
+			d, err := c.Host(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
@@ -165,7 +149,7 @@ shows it first as a destructive change. Commit the edit if the site lives in git
 			if siteDir == "" {
 				return &failure{code: exitUsage, err: errors.New("--site DIR is required: the site directory to edit")}
 			}
-			n, file, err := raiseProvision(siteDir, args[0])
+			n, file, err := site.RaiseProvision(siteDir, args[0])
 			if err != nil {
 				return err
 			}
@@ -176,57 +160,4 @@ shows it first as a destructive change. Commit the edit if the site lives in git
 	reprov.Flags().StringVar(&siteDir, "site", "", "the site directory")
 	cmd.AddCommand(show, reprov)
 	return cmd
-}
-
-// raiseProvision edits the host's file in place and checks the site still loads.
-func raiseProvision(dir, name string) (int, string, error) {
-	s, err := site.Load(dir)
-	if err != nil {
-		return 0, "", fmt.Errorf("the site %s does not load, fix it first (cairn site validate %s):\n%w", dir, dir, err)
-	}
-	var host *site.Host
-	for _, h := range s.Hosts {
-		if h.Name == name {
-			host = h
-		}
-	}
-	if host == nil {
-		return 0, "", fmt.Errorf("the site %s has no host %q", dir, name)
-	}
-	path := filepath.Join(dir, filepath.FromSlash(host.File))
-	src, err := os.ReadFile(path)
-	if err != nil {
-		return 0, "", err
-	}
-	doc, perr := tomlpos.Parse(host.File, src)
-	if perr != nil {
-		return 0, "", perr
-	}
-	next := host.Provision + 1
-	var out []byte
-	if off, ok := doc.ValueOffset("provision"); ok {
-		end := off
-		for end < len(src) && (src[end] >= '0' && src[end] <= '9' || src[end] == '_' || src[end] == '+') {
-			end++
-		}
-		out = append(append(append([]byte{}, src[:off]...), strconv.Itoa(next)...), src[end:]...)
-	} else {
-		out = append([]byte(fmt.Sprintf("provision = %d\n", next)), src...)
-	}
-	info, err := os.Stat(path)
-	if err != nil {
-		return 0, "", err
-	}
-	if err := os.WriteFile(path+".cairn-tmp", out, info.Mode().Perm()); err != nil {
-		return 0, "", err
-	}
-	if err := os.Rename(path+".cairn-tmp", path); err != nil {
-		_ = os.Remove(path + ".cairn-tmp")
-		return 0, "", err
-	}
-	if _, err := site.Load(dir); err != nil {
-		_ = os.WriteFile(path, src, info.Mode().Perm()) // put it back as it was
-		return 0, "", fmt.Errorf("raising provision broke the site, left as it was: %w", err)
-	}
-	return next, path, nil
 }

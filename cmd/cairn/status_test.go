@@ -51,6 +51,12 @@ func TestStatusAndHostShow(t *testing.T) {
 	if code, _, errOut := cairn(t, "status", "--server", "http://127.0.0.1:1"); code != exitFailed || !strings.Contains(errOut, "is cairn daemon running") {
 		t.Errorf("status with no daemon: exit %d: %s", code, errOut)
 	}
+	if code, _, errOut := cairn(t, "status", "--server", "appliance:5000"); code != exitUsage || !strings.Contains(errOut, `--server: daemon address "appliance:5000": expected a URL such as http://appliance:5000`) {
+		t.Errorf("status with a server that is no URL: exit %d: %s", code, errOut)
+	}
+	if code, _, errOut := cairn(t, "site", "plan", "../../examples/site", "--server", "http://127.0.0.1:1"); code != exitFailed || !strings.Contains(errOut, "is cairn daemon running") {
+		t.Errorf("site plan with no daemon: exit %d: %s", code, errOut)
+	}
 }
 
 func TestHostReprovision(t *testing.T) {

@@ -2,7 +2,8 @@
 // /hosts/{name}, /events, /plan), Prometheus metrics (/metrics) and a read-only status page
 // (/), server-rendered and refreshing itself, readable on a phone.
 //
-// It reads the state and the site the daemon runs; it changes nothing.
+// It reads the state and the site the daemon runs; it changes nothing. Client is the other end
+// of the JSON API, for the CLI: typed calls with errors that say what to do.
 package api
 
 import (

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 )
@@ -61,9 +62,16 @@ func (d readOnlyDriver) Walk(ctx context.Context, path string, f storagedriver.W
 	return storagedriver.WalkFallback(ctx, d, path, f, options...)
 }
 
-// layeredDriver reads from upper, then from lower where upper does not have the path, and
-// writes only to upper. Paths are the same in both, so a tag written to upper shadows the
-// same tag in lower and a repository can hold blobs from both.
+// layeredDriver serves two stores as one: lower, the medium, and upper, a store on local disk
+// that holds what was added later. The medium wins: every read looks in lower first and in
+// upper only for what lower lacks, and a tag that lower holds is read from lower alone (its
+// current link and its index), so nothing in upper can shadow what the medium serves. The
+// other paths of distribution's layout are named by digest and hold the same bytes in either
+// layer, so reading them lower-first changes nothing but which disk answers. Lists merge both
+// layers.
+//
+// Writes go to upper, and deleting what lower holds is refused; NewRegistry passes a
+// read-only upper, so through the registry nothing is written at all.
 type layeredDriver struct {
 	upper storagedriver.StorageDriver
 	lower storagedriver.StorageDriver
@@ -105,50 +113,89 @@ func notFound(err error) bool {
 
 func (d *layeredDriver) Name() string { return "cairn-layered" }
 
-func (d *layeredDriver) GetContent(ctx context.Context, path string) ([]byte, error) {
-	b, err := d.upper.GetContent(ctx, path)
-	if notFound(err) {
-		b, err = d.lower.GetContent(ctx, path)
+// tagsDir is where distribution keeps a repository's tags; each tag is a directory in it.
+const tagsDir = "/_manifests/tags/"
+
+// tagDir returns the directory of the tag that path lies in, or "" when path is not inside a
+// tag. A repository name's components never start with "_", so the first "/_manifests/tags/"
+// in a path is the repository's own.
+func tagDir(path string) string {
+	i := strings.Index(path, tagsDir)
+	if i < 0 {
+		return ""
 	}
-	return b, named(d.Name(), err)
+	tag, _, _ := strings.Cut(path[i+len(tagsDir):], "/")
+	if tag == "" {
+		return ""
+	}
+	return path[:i+len(tagsDir)+len(tag)]
+}
+
+// layers returns the layers to read path from, in order: lower alone for a tag that lower
+// holds (or cannot say it lacks), lower then upper for everything else.
+func (d *layeredDriver) layers(ctx context.Context, path string) []storagedriver.StorageDriver {
+	if t := tagDir(path); t != "" {
+		if _, err := d.lower.Stat(ctx, t); !notFound(err) {
+			return []storagedriver.StorageDriver{d.lower}
+		}
+	}
+	return []storagedriver.StorageDriver{d.lower, d.upper}
+}
+
+// read calls f on each layer of path in turn until one has the path.
+func read[T any](ctx context.Context, d *layeredDriver, path string, f func(storagedriver.StorageDriver) (T, error)) (T, error) {
+	var (
+		v   T
+		err error
+	)
+	for _, l := range d.layers(ctx, path) {
+		if v, err = f(l); !notFound(err) {
+			break
+		}
+	}
+	return v, named(d.Name(), err)
+}
+
+func (d *layeredDriver) GetContent(ctx context.Context, path string) ([]byte, error) {
+	return read(ctx, d, path, func(l storagedriver.StorageDriver) ([]byte, error) { return l.GetContent(ctx, path) })
 }
 
 func (d *layeredDriver) Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
-	r, err := d.upper.Reader(ctx, path, offset)
-	if notFound(err) {
-		r, err = d.lower.Reader(ctx, path, offset)
-	}
-	return r, named(d.Name(), err)
+	return read(ctx, d, path, func(l storagedriver.StorageDriver) (io.ReadCloser, error) { return l.Reader(ctx, path, offset) })
 }
 
 func (d *layeredDriver) Stat(ctx context.Context, path string) (storagedriver.FileInfo, error) {
-	fi, err := d.upper.Stat(ctx, path)
-	if notFound(err) {
-		fi, err = d.lower.Stat(ctx, path)
-	}
-	return fi, named(d.Name(), err)
+	return read(ctx, d, path, func(l storagedriver.StorageDriver) (storagedriver.FileInfo, error) { return l.Stat(ctx, path) })
 }
 
-// List merges both layers' entries; a path is missing only when it is missing from both.
+// List merges the entries of path's layers, sorted and each once; a path is missing only when
+// it is missing from every layer.
 func (d *layeredDriver) List(ctx context.Context, path string) ([]string, error) {
-	up, uerr := d.upper.List(ctx, path)
-	if uerr != nil && !notFound(uerr) {
-		return nil, named(d.Name(), uerr)
-	}
-	low, lerr := d.lower.List(ctx, path)
-	if lerr != nil && !notFound(lerr) {
-		return nil, named(d.Name(), lerr)
-	}
-	if uerr != nil && lerr != nil {
-		return nil, named(d.Name(), lerr)
-	}
-	seen := make(map[string]bool, len(up)+len(low))
-	out := make([]string, 0, len(up)+len(low))
-	for _, p := range append(up, low...) {
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
+	var (
+		seen  = map[string]bool{}
+		out   = []string{}
+		found bool
+		nfErr error
+	)
+	for _, l := range d.layers(ctx, path) {
+		entries, err := l.List(ctx, path)
+		if notFound(err) {
+			nfErr = err
+			continue
 		}
+		if err != nil {
+			return nil, named(d.Name(), err)
+		}
+		found = true
+		for _, p := range entries {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	if !found {
+		return nil, named(d.Name(), nfErr)
 	}
 	sort.Strings(out)
 	return out, nil

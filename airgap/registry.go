@@ -90,6 +90,9 @@ func NewRegistry(cfg RegistryConfig) (h http.Handler, err error) {
 		},
 	}
 	conf.HTTP.Secret = hex.EncodeToString(secret)
+	// Left at zero, the catalog lists no repository at all. This is distribution's default
+	// when it parses a configuration file; a client gets 100 a page unless it asks for more.
+	conf.Catalog.MaxEntries = catalogMaxEntries
 
 	// NewApp reports configuration problems by panicking.
 	defer func() {
@@ -99,6 +102,9 @@ func NewRegistry(cfg RegistryConfig) (h http.Handler, err error) {
 	}()
 	return handlers.NewApp(context.Background(), conf), nil
 }
+
+// catalogMaxEntries is the most repositories one /v2/_catalog page may ask for.
+const catalogMaxEntries = 1000
 
 func fsDriver(dir string) storagedriver.StorageDriver {
 	return filesystem.New(filesystem.DriverParameters{RootDirectory: dir, MaxThreads: 100})

@@ -17,9 +17,12 @@
 // registry needs, and the hash of every blob, reporting every problem at once.
 //
 // NewRegistry serves a store as an OCI distribution registry (distribution's handler, in
-// process) straight from a read-only medium, with no copy: pushes are refused, or, with a
-// writable upper store, go there while reads fall through to the medium. Blob GETs answer
-// Range requests.
+// process) straight from a read-only medium, with no copy, optionally with an upper store on
+// local disk layered beside it. To the network the registry is read-only: it answers GET and
+// HEAD and refuses every push, mount and delete with 405 UNSUPPORTED, with or without an
+// upper store. Only cairn writes the upper store, and nothing in it can shadow a tag of the
+// medium: reads look in the medium first, and a tag the medium holds is read from it alone.
+// Blob GETs answer Range requests.
 //
 // The package does not fetch anything from the network, master ISOs, or know about hosts;
 // the build package fills stores and the daemon serves them. It does not configure logging:

@@ -20,9 +20,9 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/cairn-appliance/cairn/airgap"
@@ -88,18 +88,14 @@ func pullAll(t *testing.T, host string, ix *airgap.Index) {
 	}
 }
 
-// pushRefused checks that pushing to host fails with 405 or 403 and names no success.
+// pushRefused checks that pushing to host is refused with 405 UNSUPPORTED (or 403 DENIED).
 func pushRefused(t *testing.T, host string) {
 	t.Helper()
 	img, err := random.Image(512, 1)
 	must(t, err)
 	ref, err := name.ParseReference(host+"/intruder/image:1", name.Insecure)
 	must(t, err)
-	err = remote.Write(ref, img)
-	var terr *transport.Error
-	if !errors.As(err, &terr) || (terr.StatusCode != http.StatusMethodNotAllowed && terr.StatusCode != http.StatusForbidden) {
-		t.Errorf("push to the read-only registry = %v, want a 405 refusal", err)
-	}
+	wantRefused(t, "push to the read-only registry", remote.Write(ref, img))
 }
 
 func TestRegistryServesStore(t *testing.T) {
@@ -163,56 +159,52 @@ func TestRegistryRange(t *testing.T) {
 	}
 }
 
+// TestRegistryUpper serves a store with an upper store that cairn wrote beside it: a new
+// repository, a new tag in a repository of the medium, and a second tag for an image of the
+// medium. The registry serves all of it and the medium's content, and still refuses pushes.
 func TestRegistryUpper(t *testing.T) {
 	f := newFixture(t)
 	priv, _ := newKey(t)
 	lower, upper := t.TempDir(), t.TempDir()
 	ix := writeStore(t, f, lower, priv, nil)
-	before := treeSums(t, lower)
+	added, hotfix := randomImage(t), randomImage(t)
+	writeUpper(t, upper, map[string]v1.Image{
+		"example.org/later/added:1":            added,
+		"docker.io/library/nginx:hotfix":       hotfix,
+		"registry.example.com/team/app:stable": f.images["registry.example.com/team/app:1.0"],
+	})
+	lowerBefore, upperBefore := treeSums(t, lower), treeSums(t, upper)
 	host := serve(t, lower, upper)
 
 	// Everything in lower is still there.
 	pullAll(t, host, ix)
 
-	// A new image, and a new tag in a repository lower already holds, go to upper.
-	for _, r := range []string{"/later/added:1", "/docker.io/library/nginx:hotfix"} {
-		img, err := random.Image(700, 2)
-		must(t, err)
-		ref, err := name.ParseReference(host+r, name.Insecure)
-		must(t, err)
-		must(t, remote.Write(ref, img))
-		got, err := remote.Image(ref)
+	for r, want := range map[string]v1.Image{
+		"example.org/later/added:1":            added,
+		"docker.io/library/nginx:hotfix":       hotfix,
+		"registry.example.com/team/app:stable": f.images["registry.example.com/team/app:1.0"],
+	} {
+		got, err := remote.Image(ref(t, host, r))
 		must(t, err)
 		if err := validate.Image(got); err != nil {
-			t.Errorf("%s pushed to upper does not validate: %v", r, err)
+			t.Errorf("%s from upper does not validate: %v", r, err)
+		}
+		gd, err := got.Digest()
+		must(t, err)
+		wd, err := want.Digest()
+		must(t, err)
+		if gd != wd {
+			t.Errorf("%s = %s, want %s", r, gd, wd)
 		}
 	}
-	// Retagging an image lower holds: its blobs are read from lower, the tag lives in upper.
-	src, err := name.ParseReference(host+"/registry.example.com/team/app:1.0", name.Insecure)
-	must(t, err)
-	desc, err := remote.Get(src)
-	must(t, err)
-	dst, err := name.ParseReference(host+"/registry.example.com/team/app:stable", name.Insecure)
-	must(t, err)
-	must(t, remote.Tag(dst.(name.Tag), desc))
-
-	tags, err := remote.List(dst.Context())
+	tags, err := remote.List(ref(t, host, "registry.example.com/team/app:1.0").Context())
 	must(t, err)
 	if strings.Join(tags, ",") != "1.0,stable" {
 		t.Errorf("tags of team/app = %v, want [1.0 stable]", tags)
 	}
-	if _, err := os.Stat(filepath.Join(upper, "docker/registry/v2/repositories/later/added")); err != nil {
-		t.Errorf("the pushed image is not in upper: %v", err)
-	}
-	after := treeSums(t, lower)
-	if len(after) != len(before) {
-		t.Errorf("lower changed: %d paths before, %d after", len(before), len(after))
-	}
-	for p, s := range before {
-		if after[p] != s {
-			t.Errorf("lower changed at %s", p)
-		}
-	}
+	pushRefused(t, host)
+	sameTree(t, "the medium", lowerBefore, treeSums(t, lower))
+	sameTree(t, "the upper store", upperBefore, treeSums(t, upper))
 }
 
 func TestNewRegistryRejects(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log"
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	upstream "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -55,14 +57,8 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{t: t, dir: t.TempDir(), files: map[string][]byte{}, created: time.Unix(1700000000, 0).UTC()}
-	lower := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(lower, "docker", "registry", "v2"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	h, err := airgap.NewRegistry(airgap.RegistryConfig{Dir: lower, UpperDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The upstream registry the build pulls from; cairn's own registry takes no pushes.
+	h := upstream.New(upstream.Logger(log.New(io.Discard, "", 0)))
 	blobRe := regexp.MustCompile(`/blobs/sha256:`)
 	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && blobRe.MatchString(r.URL.Path) {

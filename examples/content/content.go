@@ -16,13 +16,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -30,8 +31,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
-
-	"github.com/cairn-appliance/cairn/airgap"
 )
 
 // Addr is where Serve listens: examples/build.toml names it.
@@ -53,18 +52,14 @@ const (
 
 var epoch = time.Unix(1735689600, 0).UTC() // 2025-01-01: every date in the stand-ins
 
-// Serve starts the content server on Addr: a registry (distribution, in-process, writable in
-// a temporary directory) with the stand-in images pushed to it, and the OS image under
+// Serve starts the content server on Addr: a registry (in-process, writable, its blobs in a
+// temporary directory) with the stand-in images pushed to it, and the OS image under
 // /files/. It serves until ctx ends.
 func Serve(ctx context.Context, tmp string) error {
-	lower := filepath.Join(tmp, "lower")
-	if err := os.MkdirAll(filepath.Join(lower, "docker", "registry", "v2"), 0o755); err != nil { //nolint:gosec // a scratch registry
-		return err
-	}
-	reg, err := airgap.NewRegistry(airgap.RegistryConfig{Dir: lower, UpperDir: filepath.Join(tmp, "upper")})
-	if err != nil {
-		return err
-	}
+	// An upstream registry that takes pushes (cairn's own takes none): go-containerregistry's,
+	// its blobs in tmp.
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)),
+		registry.WithBlobHandler(registry.NewDiskBlobHandler(filepath.Join(tmp, "blobs"))))
 	osImage, err := OSImage()
 	if err != nil {
 		return err

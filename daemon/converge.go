@@ -22,6 +22,7 @@ import (
 // changes (or a reload is asked for), applies it when it is valid, and keeps the last good
 // site when it is not, publishing why.
 type converger struct {
+	watch  *watch.Watcher
 	st     state.Store
 	log    *slog.Logger
 	notify func(string) // sd_notify lines
@@ -31,8 +32,10 @@ type converger struct {
 	loader  *site.Loader
 	applier *reconcile.Applier
 
-	// serving ends every STATUS= line: what the registry serves, and where. Set before run.
+	// serving ends every STATUS= line: what the registry serves, and where. Set before start.
 	serving string
+	// reload delivers reload requests (systemctl reload cairn). Set before Run.
+	reload <-chan os.Signal
 
 	mu  sync.Mutex
 	cur api.Current
@@ -42,8 +45,10 @@ type converger struct {
 	beat atomic.Int64
 }
 
-func newConverger(dir string, st state.Store, log *slog.Logger, notify func(string)) *converger {
-	c := &converger{st: st, log: log, notify: notify, loader: site.NewLoader(dir), applier: reconcile.NewApplier(st)}
+// newConverger returns a converger of the site directory w watches. Its watcher is a service
+// of its own, run beside it.
+func newConverger(w *watch.Watcher, st state.Store, log *slog.Logger, notify func(string)) *converger {
+	c := &converger{watch: w, st: st, log: log, notify: notify, loader: site.NewLoader(w.Dir()), applier: reconcile.NewApplier(st)}
 	var last time.Time
 	c.applier.Progress = func(done, total int) {
 		// A first apply of thousands of hosts takes a while: say how far it is, every second.
@@ -171,31 +176,32 @@ func (c *converger) status(ctx context.Context) string {
 	return b.String()
 }
 
-// run loads the site once, then follows the watcher and reload requests until ctx ends.
-func (c *converger) run(ctx context.Context, w *watch.Watcher, reload <-chan os.Signal, ready func()) error {
+// start loads (and applies) the site once, whatever it holds: call it before Run, and before
+// the daemon says it is ready. Changes made from then on are reported by the watcher.
+func (c *converger) start(ctx context.Context) {
 	c.beat.Store(time.Now().UnixNano())
-	c.load(ctx, watch.Change{Reason: "start", Fingerprint: w.Fingerprint(), All: true})
-	ready()
-	watched := make(chan error, 1)
-	go func() { watched <- w.Run(ctx) }()
+	c.load(ctx, watch.Change{Reason: "start", Fingerprint: c.watch.Fingerprint(), All: true})
+}
+
+// Run implements service: it loads the site again whenever the watcher reports a change or a
+// reload is asked for, until ctx ends.
+func (c *converger) Run(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
+		c.beat.Store(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
-			return <-watched
-		case err := <-watched:
-			return fmt.Errorf("watching the site: %w", err)
+			return ctx.Err()
 		case <-tick.C:
-		case <-reload:
+		case <-c.reload:
 			c.notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
-			w.Trigger("systemctl reload")
-		case ch := <-w.C:
+			c.watch.Trigger("systemctl reload")
+		case ch := <-c.watch.C:
 			c.load(ctx, ch)
-			if strings.HasPrefix(ch.Reason, "forced") {
-				c.notify("READY=1")
+			if ch.All {
+				c.notify("READY=1") // the end of a reload: systemctl reload returns
 			}
 		}
-		c.beat.Store(time.Now().UnixNano())
 	}
 }

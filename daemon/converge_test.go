@@ -87,23 +87,23 @@ func TestConvergerKeepsLastGoodSite(t *testing.T) {
 	dir := copySite(t)
 	st := state.NewMemory(0)
 	var n notes
-	c := newConverger(dir, st, slog.New(slog.DiscardHandler), n.add)
 	w, err := watch.New(watch.Config{Dir: dir, Quiet: 100 * time.Millisecond, Resync: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	c := newConverger(w, st, slog.New(slog.DiscardHandler), n.add)
 	reload := make(chan os.Signal, 1)
-	ready := make(chan struct{})
+	c.reload = reload
+	ctx, cancel := context.WithCancel(context.Background())
+	c.start(ctx)
 	done := make(chan error, 1)
-	go func() { done <- c.run(ctx, w, reload, func() { close(ready) }) }()
+	go func() { done <- runServices(ctx, named{"watch", w}, named{"converge", c}) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
 	}()
-	<-ready
 	hosts := func() []state.Host {
 		var hs []state.Host
 		_ = st.View(ctx, func(tx state.Tx) (err error) { hs, err = tx.Hosts(); return err })

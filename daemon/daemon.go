@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -68,8 +68,10 @@ type Options struct {
 // serial console.
 const ReadyPrefix = "cairn: READY"
 
-// Run serves the registry until ctx ends, then shuts it down and returns nil. It returns an
-// error, without half-starting anything, when the store cannot be found or served.
+// Run serves the store, and converges on the site when cfg.SiteDir is set, until ctx ends; a
+// clean stop returns nil. It returns an error, without half-starting anything, when the store
+// cannot be found or served or the state cannot be opened, and stops with the error of any of
+// its services that fails.
 func Run(ctx context.Context, cfg Config, opts Options) error {
 	log := opts.Log
 	if log == nil {
@@ -78,6 +80,11 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	notifier := opts.Notifier
 	if notifier == nil {
 		notifier = Systemd{}
+	}
+	notify := func(s string) {
+		if _, err := notifier.Notify(s); err != nil {
+			log.Warn("telling systemd", "state", s, "err", err)
+		}
 	}
 	stdout := opts.Stdout
 	if stdout == nil {
@@ -96,119 +103,66 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	var (
-		conv    *converger
-		watcher *watch.Watcher
-	)
-	handler := reg
-	if cfg.SiteDir != "" {
-		var closeState func()
-		conv, handler, closeState, err = startConverging(cfg, seed, reg, log, notifier, opts)
-		if err != nil {
-			return err
-		}
-		defer closeState()
-		if watcher, err = watch.New(watch.Config{Dir: cfg.SiteDir}); err != nil {
-			return err
-		}
-	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("registry: listening on %s (listen in the daemon config): %w", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-
+	defer ln.Close() // in case Run returns before the server owns it
 	addr := ln.Addr().String()
-	status := fmt.Sprintf("serving %d artifacts from %s on %s", ix.Totals.Artifacts, storeDir, addr)
-	ready := func() {
-		st := status
-		if conv != nil {
-			st = conv.status(ctx)
+	serving := fmt.Sprintf("serving %d artifacts from %s on %s", ix.Totals.Artifacts, storeDir, addr)
+	status := func() string { return serving }
+
+	wd := &watchdog{notify: notify, log: log, interval: notifier.WatchdogInterval(), probe: "http://" + loopback(addr) + "/v2/"}
+	handler := reg
+	var svcs []named
+	if cfg.SiteDir == "" {
+		svcs = append(svcs, named{"reload", &reloader{notify: notify, log: log, reload: opts.Reload, status: serving}})
+	} else {
+		st, conv, h, err := startConverging(cfg, seed, reg, log, notify, opts)
+		if err != nil {
+			return err
 		}
-		if _, err := notifier.Notify("READY=1\nSTATUS=" + st); err != nil {
-			log.Warn("telling systemd the daemon is ready", "err", err)
-		}
-		fmt.Fprintf(stdout, "%s registry=%s store=%s artifacts=%d\n", ReadyPrefix, addr, storeDir, ix.Totals.Artifacts)
-		log.Info("ready", "registry", addr, "store", storeDir, "artifacts", ix.Totals.Artifacts)
-	}
-	converged := make(chan error, 1)
-	reload := opts.Reload
-	if conv != nil {
+		defer st.Close()
+		conv.serving, conv.reload = serving, opts.Reload
 		// The site is loaded (and applied) before READY=1: systemctl start returns when the
 		// daemon serves what the site says.
-		readied := make(chan struct{})
-		conv.serving = status
-		go func() { converged <- conv.run(ctx, watcher, opts.Reload, func() { close(readied) }) }()
-		select {
-		case <-readied:
-		case err := <-converged:
-			_ = srv.Close()
-			return fmt.Errorf("loading the site: %w", err)
-		}
-		reload = nil // the converger answers reloads
+		conv.start(ctx)
+		handler, status, wd.alive = h, func() string { return conv.status(ctx) }, conv.alive
+		svcs = append(svcs, named{"watching the site", conv.watch}, named{"converging the site", conv})
 	}
-	ready()
+	svcs = append(svcs, named{"registry", newHTTPServer(ln, handler)}, named{"watchdog", wd})
 
-	var tick <-chan time.Time
-	iv := notifier.WatchdogInterval()
-	if iv > 0 {
-		t := time.NewTicker(iv / 3)
-		defer t.Stop()
-		tick = t.C
-	}
-	probe := &http.Client{Timeout: 5 * time.Second}
-	probeURL := "http://" + loopback(addr) + "/v2/"
-	for {
-		select {
-		case <-ctx.Done():
-			_, _ = notifier.Notify("STOPPING=1")
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			err := srv.Shutdown(sctx)
-			if conv != nil {
-				err = errors.Join(err, <-converged)
-			}
-			return err
-		case err := <-served:
-			return fmt.Errorf("registry stopped serving: %w", err)
-		case err := <-converged:
-			return fmt.Errorf("converging the site: %w", err)
-		case <-tick:
-			// The watchdog is fed only while the registry answers and the converging loop goes
-			// round, so a wedged daemon gets restarted.
-			if err := check(ctx, probe, probeURL); err != nil {
-				log.Warn("registry health check failed; not feeding the watchdog", "err", err)
-				continue
-			}
-			if conv != nil && !conv.alive(iv) {
-				log.Warn("the converging loop is stuck; not feeding the watchdog")
-				continue
-			}
-			_, _ = notifier.Notify("WATCHDOG=1")
-		case <-reload:
-			_, _ = notifier.Notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
-			log.Info("reload requested; no site to re-read (site_dir is empty)")
-			_, _ = notifier.Notify("READY=1\nSTATUS=" + status)
-		}
-	}
+	notify("READY=1\nSTATUS=" + status())
+	fmt.Fprintf(stdout, "%s registry=%s store=%s artifacts=%d\n", ReadyPrefix, addr, storeDir, ix.Totals.Artifacts)
+	log.Info("ready", "registry", addr, "store", storeDir, "artifacts", ix.Totals.Artifacts)
+
+	// STOPPING=1 as soon as the stop begins, before the services drain, and exactly once.
+	var stopping sync.Once
+	stop := func() { stopping.Do(func() { notify("STOPPING=1") }) }
+	defer context.AfterFunc(ctx, stop)()
+	err = runServices(ctx, svcs...)
+	stop()
+	return err
 }
 
 // startConverging opens the state, seeds the site directory on first boot, and returns the
 // converger and the handler that serves the registry (/v2/) beside the operator API.
-func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger, n Notifier, opts Options) (*converger, http.Handler, func(), error) {
+func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger, notify func(string), opts Options) (state.Store, *converger, http.Handler, error) {
 	if err := seedSite(cfg.SiteDir, seed); err != nil {
 		return nil, nil, nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.State), 0o700); err != nil {
 		return nil, nil, nil, fmt.Errorf("state: %w", err)
 	}
+	w, err := watch.New(watch.Config{Dir: cfg.SiteDir})
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	st, err := state.Open(cfg.State, state.Options{})
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	conv := newConverger(cfg.SiteDir, st, log, func(s string) { _, _ = n.Notify(s) })
+	conv := newConverger(w, st, log, notify)
 	a, err := api.New(api.Config{Store: st, Current: conv.Current, Log: log, Version: opts.Version})
 	if err != nil {
 		_ = st.Close()
@@ -217,7 +171,7 @@ func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", reg)
 	mux.Handle("/", a)
-	return conv, mux, func() { _ = st.Close() }, nil
+	return st, conv, mux, nil
 }
 
 // seedSite copies the seed into dir when dir does not exist yet (the appliance's first boot).
@@ -280,33 +234,4 @@ func locateStore(ctx context.Context, cfg Config, opts Options, n Notifier) (sto
 		}
 	}
 	return dir, seed, nil
-}
-
-func check(ctx context.Context, c *http.Client, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return errors.New("GET /v2/: " + resp.Status)
-	}
-	return nil
-}
-
-// loopback turns a listen address into one to reach it from this host.
-func loopback(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		return net.JoinHostPort("127.0.0.1", port)
-	}
-	return net.JoinHostPort(host, port)
 }

@@ -46,12 +46,13 @@ type Config struct {
 
 // Change is one reason to reload.
 type Change struct {
-	Reason      string // "files changed", "rescan", "forced: SIGHUP" …
+	Reason      string // for the log: "files changed", "periodic rescan", "systemctl reload" …
 	Fingerprint string // sha256 over the site's paths and contents; "" when the directory is missing
 	// Files lists the files (slash paths relative to the site directory, sorted) that
 	// appeared, vanished or changed content since the last Change (or Fingerprint).
 	Files []string
-	// All is set when the whole site should be read again whatever Files says: a forced reload.
+	// All is set for a reload asked for with Trigger: the whole site should be read again
+	// whatever Files says, and the reload answered even when nothing changed.
 	All bool
 }
 
@@ -107,7 +108,11 @@ func (w *Watcher) Fingerprint() string {
 	return w.last
 }
 
-// Trigger asks for a reload whatever the fingerprint says (systemctl reload, SIGHUP).
+// Dir is the absolute path of the site directory watched.
+func (w *Watcher) Dir() string { return w.cfg.Dir }
+
+// Trigger asks for a reload whatever the fingerprint says (systemctl reload, SIGHUP): the next
+// Change has All set and reason as its Reason.
 func (w *Watcher) Trigger(reason string) {
 	select {
 	case w.force <- reason:
@@ -115,8 +120,8 @@ func (w *Watcher) Trigger(reason string) {
 	}
 }
 
-// Run watches until ctx ends. It reports changes since Fingerprint was called or, without that,
-// since Run started.
+// Run watches until ctx ends, then returns ctx.Err(). It reports changes since Fingerprint was
+// called or, without that, since Run started.
 func (w *Watcher) Run(ctx context.Context) error {
 	fw, err := fsnotify.NewBufferedWatcher(1024)
 	if err != nil {
@@ -145,7 +150,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return ctx.Err()
 		case ev, ok := <-fw.Events:
 			if !ok {
 				return errors.New("watch: fsnotify stopped")
@@ -188,7 +193,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.settle(fw, "periodic rescan", false)
 		case r := <-w.force:
 			w.walk = true
-			w.settle(fw, "forced: "+r, true)
+			w.settle(fw, r, true)
 		}
 	}
 }

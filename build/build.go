@@ -45,7 +45,7 @@ type Options struct {
 
 	// ISO, when set, is the bootable ISO to master from the store (see masterISO).
 	ISO string
-	// VolumeLabel names the ISO's volume; empty means iso.DefaultLabel.
+	// VolumeLabel names the ISO's volume; empty means appliance.MediumLabel.
 	VolumeLabel string
 	// CairnBinary is the cairn executable the appliance runs; empty means this process's.
 	CairnBinary string

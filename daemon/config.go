@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/cairn-appliance/cairn/appliance"
 )
 
 // DefaultConfigPath is where the appliance keeps the daemon's configuration.
@@ -37,7 +39,7 @@ type Config struct {
 
 // DefaultConfig is the configuration when no file says otherwise.
 func DefaultConfig() Config {
-	return Config{MediumLabel: "CAIRN", Store: "cairn/store", Site: "cairn/site", Listen: ":5000",
+	return Config{MediumLabel: appliance.MediumLabel, Store: appliance.MediumStoreDir, Site: appliance.MediumSiteDir, Listen: ":5000",
 		SiteDir: "/var/lib/cairn/site", State: "/var/lib/cairn/state.db"}
 }
 
@@ -69,17 +71,7 @@ func LoadConfig(path string) (Config, error) {
 		return cfg, fmt.Errorf("%s: state is empty; give the state file's path (/var/lib/cairn/state.db), or leave site_dir empty", path)
 	}
 	if cfg.Store == "" {
-		return cfg, fmt.Errorf("%s: store is empty; give the store's path on the medium (cairn/store)", path)
+		return cfg, fmt.Errorf("%s: store is empty; give the store's path on the medium (%s)", path, appliance.MediumStoreDir)
 	}
 	return cfg, nil
-}
-
-// kernelArg returns the value of name=value on a kernel command line.
-func kernelArg(cmdline, name string) (string, bool) {
-	for _, f := range strings.Fields(cmdline) {
-		if v, ok := strings.CutPrefix(f, name+"="); ok {
-			return v, true
-		}
-	}
-	return "", false
 }

@@ -209,7 +209,7 @@ func locateStore(ctx context.Context, cfg Config, opts Options, n Notifier) (sto
 			cmdline = string(b)
 		}
 	}
-	if l, ok := kernelArg(cmdline, "cairn.label"); ok && l != "" {
+	if l, ok := appliance.KernelArg(cmdline, appliance.LabelArg); ok && l != "" {
 		label = l
 	}
 	find := opts.FindMedium

@@ -196,22 +196,6 @@ func TestLoadConfig(t *testing.T) {
 	}
 }
 
-func TestKernelArg(t *testing.T) {
-	for _, tc := range []struct {
-		cmdline, want string
-		ok            bool
-	}{
-		{"boot=live cairn.label=X1 quiet\n", "X1", true},
-		{"cairn.labels=no", "", false},
-		{"", "", false},
-	} {
-		got, ok := kernelArg(tc.cmdline, "cairn.label")
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("kernelArg(%q) = %q, %v, want %q, %v", tc.cmdline, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
 // TestRunConvergesSite runs the daemon with a site: on first start it seeds the site
 // directory from the medium's seed, applies it before READY=1, and serves the operator API
 // beside the registry on one port.

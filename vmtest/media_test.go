@@ -135,7 +135,7 @@ func TestFileOver4GiBOnISO(t *testing.T) {
 	if res.Size <= size {
 		t.Fatalf("ISO is %d bytes, smaller than the file it should hold", res.Size)
 	}
-	p := readBack(t, out, "/"+iso.StoreDir+blobPath("/", "sha256:"+want))
+	p := readBack(t, out, "/"+appliance.MediumStoreDir+blobPath("/", "sha256:"+want))
 	fi, err := os.Stat(p)
 	if err != nil {
 		t.Fatalf("the big blob is not on the ISO: %v", err)
@@ -175,7 +175,7 @@ func TestFlippedByteOnISONamedByVerify(t *testing.T) {
 	}
 
 	// Find the blob's first block in the ISO and flip a byte in the middle of its data.
-	isoPath := "/" + iso.StoreDir + blobPath("/", digest)
+	isoPath := "/" + appliance.MediumStoreDir + blobPath("/", digest)
 	rep, err := exec.Command("xorriso", "-indev", out, "-find", isoPath, "-exec", "report_lba", "--").CombinedOutput()
 	if err != nil {
 		t.Fatalf("xorriso report_lba: %v\n%s", err, rep)
@@ -205,7 +205,7 @@ func TestFlippedByteOnISONamedByVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	storeOnISO := readBack(t, out, "/"+iso.StoreDir)
+	storeOnISO := readBack(t, out, "/"+appliance.MediumStoreDir)
 	pubPEM := writePub(t, work, pub)
 	cairn := filepath.Join(work, "cairn")
 	if b, err := exec.Command("go", "build", "-o", cairn, "github.com/cairn-appliance/cairn/cmd/cairn").CombinedOutput(); err != nil {

@@ -40,7 +40,7 @@ func Example() {
 		Store:           "out/store", // sealed: bundle.json and bundle.sig at its top
 		SiteSeed:        "examples/site",
 		Output:          "out/cairn.iso", // out/cairn.iso.sha256 is written beside it
-		VolumeLabel:     iso.DefaultLabel,
+		VolumeLabel:     appliance.MediumLabel,
 		SourceDateEpoch: epoch,
 		Log:             os.Stderr,
 	})

@@ -24,18 +24,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cairn-appliance/cairn/appliance"
 )
 
-// Paths on the ISO. The appliance finds the store and the site seed under these.
-const (
-	LiveDir  = "live"        // kernel, initramfs, root squashfs and layers, as live-boot expects
-	StoreDir = "cairn/store" // the airgap store, served in place by cairn daemon
-	SiteDir  = "cairn/site"  // the site seed, when the build ships one
-)
-
-// DefaultLabel is the volume label when Config.VolumeLabel is empty. The appliance's daemon
-// config expects it unless the kernel command line says otherwise (cairn.label=).
-const DefaultLabel = "CAIRN"
+// LiveDir holds the kernel, initramfs, root squashfs and layers on the ISO, as live-boot
+// expects them. The store, the site seed and the volume label are where package appliance
+// says (appliance.MediumStoreDir, MediumSiteDir, MediumLabel): the daemon looks for them there.
+const LiveDir = "live"
 
 // Config says what goes on an ISO.
 type Config struct {
@@ -56,7 +52,7 @@ type Config struct {
 	// must exist. An existing file is replaced only once the new one is complete.
 	Output string
 	// VolumeLabel names the medium; the appliance finds its store by it. 1 to 32 characters
-	// from A-Z, 0-9 and _ (ISO 9660 d-characters). Empty means DefaultLabel.
+	// from A-Z, 0-9 and _ (ISO 9660 d-characters). Empty means appliance.MediumLabel.
 	VolumeLabel string
 	// SourceDateEpoch stamps every file, the volume dates, the MBR id and the GPT GUIDs. Pass
 	// the time from SOURCE_DATE_EPOCH for a reproducible ISO. Zero means now, which still gives
@@ -97,7 +93,7 @@ var (
 // check validates cfg and returns it with defaults filled in.
 func (cfg Config) check() (Config, error) {
 	if cfg.VolumeLabel == "" {
-		cfg.VolumeLabel = DefaultLabel
+		cfg.VolumeLabel = appliance.MediumLabel
 	}
 	if !labelRE.MatchString(cfg.VolumeLabel) {
 		return cfg, fmt.Errorf("volume label %q: expected 1 to 32 characters from A-Z, 0-9 and _", cfg.VolumeLabel)
@@ -238,9 +234,9 @@ func (m *master) run(ctx context.Context) error {
 	if err := m.bootFiles(ctx); err != nil {
 		return err
 	}
-	m.graft(StoreDir, cfg.Store)
+	m.graft(appliance.MediumStoreDir, cfg.Store)
 	if cfg.SiteSeed != "" {
-		m.graft(SiteDir, cfg.SiteSeed)
+		m.graft(appliance.MediumSiteDir, cfg.SiteSeed)
 	}
 	return m.xorriso(ctx)
 }
@@ -267,7 +263,7 @@ func (m *master) write(path, content string) error {
 // last, so that /dev/console (and with it the daemon's ready line) is the serial console.
 func (m *master) kernelArgs() string {
 	args := []string{"boot=live", "live-media-path=/" + LiveDir, "nopersistence", "noeject",
-		"cairn.label=" + m.cfg.VolumeLabel, "console=tty0", "console=ttyS0,115200n8"}
+		appliance.LabelArg + "=" + m.cfg.VolumeLabel, "console=tty0", "console=ttyS0,115200n8"}
 	return strings.Join(append(args, m.cfg.KernelArgs...), " ")
 }
 

@@ -270,8 +270,7 @@ func (l *loader) listTOML(sub string) (files []string, links map[string]bool) {
 		name := e.Name()
 		rel := path.Join(sub, name)
 		switch {
-		case strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~"):
-			// hidden files, editor swap and backup files
+		case Ignored(name):
 		case e.IsDir():
 			l.add(fileError(rel, "sub-directories of "+sub+"/ are not read",
 				"move its .toml files into "+sub+"/ itself"))
@@ -284,6 +283,11 @@ func (l *loader) listTOML(sub string) (files []string, links map[string]bool) {
 	}
 	return files, links
 }
+
+// Ignored reports whether the site passes over a file or directory of this name: hidden ones
+// (".git", an editor's ".#a.toml" or ".a.toml.swp") and editor backups ("a.toml~"). They come
+// and go with every save and are never part of the site; the daemon's watcher skips them too.
+func Ignored(name string) bool { return strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~") }
 
 func stem(rel string) string { return strings.TrimSuffix(path.Base(rel), ".toml") }
 
@@ -348,7 +352,7 @@ func (l *loader) relist() bool {
 	list := &hostList{files: slices.Clone(l.list.files), links: maps.Clone(l.list.links), errs: l.list.errs}
 	for f := range l.stale {
 		name := path.Base(f)
-		if path.Dir(f) != HostsDir || strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~") || !strings.HasSuffix(name, ".toml") {
+		if path.Dir(f) != HostsDir || Ignored(name) || !strings.HasSuffix(name, ".toml") {
 			if path.Dir(f) != HostsDir {
 				return false
 			}

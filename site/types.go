@@ -20,11 +20,38 @@ import (
 // and how to fix it; the loader adds file, line, column and key. Each also describes itself in
 // the JSON Schema.
 
-// MAC is a unicast Ethernet address, written in TOML as "52:54:00:12:34:56".
+// MAC is a unicast Ethernet address, written in TOML as "52:54:00:12:34:56". It is the one
+// form in which cairn compares MACs (the site, plans, the state, DHCP): as a value, or as the
+// canonical string String returns. Turn any other form into one with ParseMAC or MACOf.
 type MAC [6]byte
 
 // String returns the canonical lowercase, colon-separated form.
 func (m MAC) String() string { return net.HardwareAddr(m[:]).String() }
+
+// ParseMAC reads a 6-byte MAC in any form net.ParseMAC accepts ("52:54:00:AB:CD:EF",
+// "52-54-00-ab-cd-ef", "5254.00ab.cdef"). Unlike a site file's mac key it takes any address, so
+// that what a machine reports can always be compared.
+func ParseMAC(s string) (MAC, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		return MAC{}, err
+	}
+	m, ok := MACOf(hw)
+	if !ok {
+		return MAC{}, fmt.Errorf("%q is not a 6-byte Ethernet address", s)
+	}
+	return m, nil
+}
+
+// MACOf returns hw as a MAC, false when it is not 6 bytes long (InfiniBand's 20-byte addresses).
+func MACOf(hw net.HardwareAddr) (MAC, bool) {
+	var m MAC
+	if len(hw) != len(m) {
+		return m, false
+	}
+	copy(m[:], hw)
+	return m, true
+}
 
 // IsZero reports whether m is unset.
 func (m MAC) IsZero() bool { return m == MAC{} }

@@ -12,7 +12,8 @@
 // lost events) makes it walk the whole tree. Either way a Change lists the files whose content
 // changed, so that the site loader parses those alone.
 //
-// It does not parse anything (package site does).
+// It does not parse anything (package site does); it takes from site only which names the site
+// ignores.
 package watch
 
 import (
@@ -34,6 +35,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/cairn-appliance/cairn/site"
 )
 
 // Config says what to watch and how patiently.
@@ -129,18 +132,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	defer fw.Close()
 	w.rewatch(fw)
-	if w.baseline {
-		w.walk = true
-		w.settle(fw, "changed while the watch started", false) // reports only if it moved
-	} else {
-		w.tree = w.scan()
-		w.last = w.tree.digest()
-	}
-
 	var (
 		quiet, maxWait <-chan time.Time
 		reason         string
 	)
+	if w.baseline {
+		// What changed since Fingerprint, before the watches were in place, is looked at like
+		// a burst of events: once things settle (and git is done), with one walk, reported
+		// only if the fingerprint moved. Events that follow join the same burst.
+		w.walk, reason = true, "changed while the watch started"
+		quiet, maxWait = time.After(w.cfg.Quiet), time.After(w.cfg.MaxWait)
+	} else {
+		w.tree = w.scan()
+		w.last = w.tree.digest()
+	}
 	var resync <-chan time.Time
 	if w.cfg.Resync > 0 {
 		t := time.NewTicker(w.cfg.Resync)
@@ -198,18 +203,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// ignored names the files the site loader passes over besides hidden ones: editor backups
-// ("a.toml~"). They come and go with every save and change nothing.
-func ignored(name string) bool { return strings.HasSuffix(name, "~") }
-
 // gitBusy reports whether a git command is working in the site (its index lock exists).
 func (w *Watcher) gitBusy() bool {
 	_, err := os.Stat(filepath.Join(w.cfg.Dir, ".git", "index.lock"))
 	return err == nil
 }
 
-// relevant drops events that cannot change the site: anything hidden below the site directory
-// (editor swap files, .git) and, in the parent, anything but the site directory itself.
+// relevant drops events that cannot change the site: anything below the site directory that
+// the site ignores (editor swap and backup files, .git) and, in the parent, anything but the
+// site directory itself. The ".."-prefixed entries of a projected directory (..data,
+// ..2024_…) are followed: the site's symlinks point into them.
 func (w *Watcher) relevant(name string) bool {
 	if filepath.Dir(name) == w.parent && name != w.cfg.Dir {
 		return false
@@ -219,12 +222,16 @@ func (w *Watcher) relevant(name string) bool {
 		return true
 	}
 	for _, part := range strings.Split(rel, string(filepath.Separator)) {
-		if strings.HasPrefix(part, ".") && !strings.HasPrefix(part, "..") {
-			return false // hidden, but not the ..data / ..2024_… entries of a projected directory
+		if site.Ignored(part) && !projected(part) {
+			return false
 		}
 	}
-	return !ignored(filepath.Base(rel))
+	return true
 }
+
+// projected reports whether name is an entry of a projected directory (a Kubernetes ConfigMap
+// volume's ..data or ..2024_…): hidden, yet what the site's symlinks resolve through.
+func projected(name string) bool { return strings.HasPrefix(name, "..") }
 
 // note records a relevant event's path for the next look: a file in a directory it has
 // listed can be looked at alone; a directory, or anything it cannot place, needs a walk.
@@ -317,7 +324,7 @@ func dirs(dir string) []string {
 		return out
 	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".") && !strings.HasPrefix(e.Name(), "..") {
+		if site.Ignored(e.Name()) && !projected(e.Name()) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
@@ -454,8 +461,8 @@ func (w *Watcher) scan() tree {
 		}
 		t.dirs[rel] = true
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), ".") || ignored(e.Name()) {
-				continue
+			if site.Ignored(e.Name()) {
+				continue // projected entries too: the site's symlinks reach what they hold
 			}
 			p := path.Join(rel, e.Name())
 			fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(p)))

@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,16 +24,18 @@ func start(t *testing.T, site string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The baseline, as the daemon takes it: anything that changes from here on is reported,
+	// whether or not Run has its watches in place yet.
+	w.Fingerprint()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v", err)
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run() = %v, want context.Canceled", err)
 		}
 	})
-	time.Sleep(100 * time.Millisecond) // let Run take its first fingerprint and add its watches
 	return &harness{t: t, site: site, w: w}
 }
 
@@ -112,16 +115,26 @@ func TestEditorAtomicSave(t *testing.T) {
 	files(t, "write in place", h.expect(1, "write in place"), "hosts/a.toml")
 }
 
+// TestNoChangeNoReload: a file written again with the same bytes, its times touched, and
+// anything under .git are no change. First a real change shows that the watcher sees edits;
+// then the non-changes must give no reload; then one more real change must be reported alone.
 func TestNoChangeNoReload(t *testing.T) {
 	site := newSite(t)
 	h := start(t, site)
+	write(t, filepath.Join(site, "hosts", "b.toml"), "mac = \"52:54:00:00:00:02\"\n")
+	files(t, "a new host", h.expect(1, "a new host"), "hosts/b.toml")
+
 	a := filepath.Join(site, "hosts", "a.toml")
-	b, _ := os.ReadFile(a)
+	b, err := os.ReadFile(a)
+	must(t, err)
 	write(t, a, string(b)) // same bytes
-	now := time.Now()
+	now := time.Now().Add(time.Minute)
 	must(t, os.Chtimes(a, now, now))
-	write(t, filepath.Join(site, ".git", "index.lock"), "x")
-	h.expect(0, "rewriting a file with the same content")
+	write(t, filepath.Join(site, ".git", "HEAD"), "ref: refs/heads/main\n")
+	h.expect(0, "rewriting a file with the same content, touching it, writing in .git")
+
+	write(t, filepath.Join(site, "hosts", "c.toml"), "x")
+	files(t, "the next real change", h.expect(1, "the next real change"), "hosts/c.toml")
 }
 
 func TestGitCheckout(t *testing.T) {
@@ -251,10 +264,20 @@ func TestWaitsForGit(t *testing.T) {
 	h.expect(1, "the checkout, once git is done")
 }
 
-// TestBackupFilesIgnored: a backup file left beside a site file is not a change.
+// TestBackupFilesIgnored: the files the site ignores (an editor's backup beside a site file,
+// a swap file) are no change. First a real change shows that the watcher sees edits; then the
+// ignored files must give no reload; then one more real change must be reported alone.
 func TestBackupFilesIgnored(t *testing.T) {
 	site := newSite(t)
 	h := start(t, site)
+	write(t, filepath.Join(site, "hosts", "b.toml"), "one")
+	files(t, "a new host", h.expect(1, "a new host"), "hosts/b.toml")
+
 	write(t, filepath.Join(site, "hosts", "a.toml~"), "old")
-	h.expect(0, "an editor's backup file")
+	write(t, filepath.Join(site, "hosts", ".b.toml.swp"), "swap")
+	write(t, filepath.Join(site, "roles~", "web.toml"), "a backup of a directory")
+	h.expect(0, "an editor's backup and swap files")
+
+	write(t, filepath.Join(site, "hosts", "b.toml"), "two")
+	files(t, "the next real change", h.expect(1, "the next real change"), "hosts/b.toml")
 }

@@ -164,18 +164,31 @@ func Compute(s *site.Site, recorded []state.Host) (*Plan, error) {
 	return Diff(s, desired, recorded), nil
 }
 
+// Discovered maps the MAC of every recorded machine that PXE-booted unknown (phase
+// discovered) to its record's name: a site host with that MAC adopts the record.
+func Discovered(recorded []state.Host) map[site.MAC]string {
+	out := map[site.MAC]string{}
+	for _, h := range recorded {
+		if h.Phase != state.Discovered {
+			continue
+		}
+		if m, err := site.ParseMAC(h.MAC); err == nil {
+			out[m] = h.Name
+		}
+	}
+	return out
+}
+
 // Diff plans the site s, whose hosts want desired (see Desire), against the recorded hosts.
 func Diff(s *site.Site, desired map[string]Desired, recorded []state.Host) *Plan {
 	p := &Plan{Items: []Item{}}
 	if !slices.IsSortedFunc(recorded, byName) {
 		recorded = slices.SortedFunc(slices.Values(recorded), byName)
 	}
-	discovered := map[string]string{} // machines that PXE-booted unknown: name by MAC
+	discovered := Discovered(recorded)
 	managed, hadContainers := 0, false
 	for _, h := range recorded {
-		if h.Phase == state.Discovered {
-			discovered[strings.ToLower(h.MAC)] = h.Name
-		} else {
+		if h.Phase != state.Discovered {
 			managed++
 		}
 		hadContainers = hadContainers || len(h.Containers) > 0
@@ -199,7 +212,7 @@ func Diff(s *site.Site, desired map[string]Desired, recorded []state.Host) *Plan
 		wantContainers = wantContainers || len(d.Containers) > 0
 		if old == nil || old.Phase == state.Discovered {
 			it := Item{Host: name, Action: Add, Details: []string{fmt.Sprintf("%s, %s, os %s on %s", d.Host.MAC, ipOrDHCP(d.Host), d.Host.OS, d.Host.Disk)}}
-			if m, seen := discovered[d.Host.MAC.String()]; seen {
+			if m, seen := discovered[d.Host.MAC]; seen {
 				it.Details = append(it.Details, fmt.Sprintf("adopts the discovered machine %s", m))
 			}
 			p.Items = append(p.Items, it)

@@ -100,6 +100,11 @@ func TestCompute(t *testing.T) {
 			applied(t, base), "a:containers b:containers c:containers", true, "- container web"},
 		{"discovered machine adopted", base, []state.Host{{Name: "discovered-525400000001", MAC: "52:54:00:00:00:01", Phase: state.Discovered}},
 			"a:add b:add c:add", false, "adopts the discovered machine discovered-525400000001"},
+		// A MAC recorded in another form is the same MAC.
+		{"discovered machine adopted, MAC in another form", base, []state.Host{{Name: "discovered-x", MAC: "52-54-00-00-00-01", Phase: state.Discovered}},
+			"a:add b:add c:add", false, "adopts the discovered machine discovered-x"},
+		{"discovered machine adopted, dotted MAC", base, []state.Host{{Name: "discovered-y", MAC: "5254.0000.0001", Phase: state.Discovered}},
+			"a:add b:add c:add", false, "adopts the discovered machine discovered-y"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

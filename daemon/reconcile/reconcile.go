@@ -1,9 +1,11 @@
 // Package reconcile applies a site to the daemon's state: it plans the site against what was
 // recorded, then applies the plan in transactions of whole host changes, and records the
-// generation as applied only when every host is done. A daemon killed at any point restarts, plans again,
-// finds only what is left, and finishes; nothing is applied twice and nothing half.
+// generation as applied only when every host is done. A daemon killed at any point restarts,
+// plans again, finds only what is left, and finishes; nothing is applied twice and nothing
+// half. A discovered machine whose MAC a new site host names becomes that host.
 //
-// It changes the state only; the PXE layer and the agent API act on the state's changes.
+// It changes the state only: it records what each host should be (phase pending, the spec
+// and containers wanted, a provision counter raised) and acts on no machine itself.
 package reconcile
 
 import (
@@ -100,12 +102,7 @@ func (a *Applier) Apply(ctx context.Context, s *site.Site, gen int64, fingerprin
 		err := fmt.Errorf("%w: %s", ErrRefused, p.Refused)
 		return p, errors.Join(err, Attempt(ctx, st, gen, fingerprint, err))
 	}
-	byMAC := map[string]string{} // discovered machines, by MAC, to adopt
-	for _, h := range recorded {
-		if h.Phase == state.Discovered {
-			byMAC[h.MAC] = h.Name
-		}
-	}
+	byMAC := plan.Discovered(recorded) // discovered machines, by MAC, to adopt
 	// The first transaction also records the attempt, the last one the generation applied:
 	// an edit of one host is one transaction, one disk sync.
 	batches := batch(p.Items)
@@ -158,7 +155,7 @@ func batch(items []plan.Item) [][]plan.Item {
 }
 
 // step applies one item of a plan inside one transaction.
-func step(tx state.Tx, it plan.Item, d plan.Desired, discovered map[string]string, gen int64) error {
+func step(tx state.Tx, it plan.Item, d plan.Desired, discovered map[site.MAC]string, gen int64) error {
 	h, _, err := tx.Host(it.Host)
 	if err != nil {
 		return err
@@ -170,7 +167,7 @@ func step(tx state.Tx, it plan.Item, d plan.Desired, discovered map[string]strin
 		if len(d.Containers) > 0 {
 			h.ContainersGeneration = 1
 		}
-		if old, ok := discovered[d.Host.MAC.String()]; ok && old != it.Host {
+		if old, ok := discovered[d.Host.MAC]; ok && old != it.Host {
 			if err := tx.DeleteHost(old); err != nil {
 				return err
 			}

@@ -1,8 +1,18 @@
-// Package daemon is cairn's appliance daemon. So far it serves the store on the boot medium as a
-// read-only container registry (through airgap.NewRegistry, with an optional writable store
-// layered over it), tells systemd when it is ready and keeps its watchdog fed only while the
-// registry answers, and prints a ready line for the serial console.
+// Package daemon is cairn's appliance daemon. Run finds the store on the boot medium (or at an
+// absolute path) and runs a set of services under one errgroup until its context ends:
 //
-// It does not yet watch the site, plan, apply, keep state or run the PXE services; it reads the
-// site only through package site when it does.
+//   - the registry and API server: the store as a registry that refuses every write (through
+//     airgap.NewRegistry, with an upper store cairn writes read after the medium's), beside
+//     the operator API, metrics and status page of package daemon/api, on one port;
+//   - the site watcher (package daemon/watch) and the converger, which loads the site through
+//     package site whenever it changes or systemctl reload asks, applies every valid edit to
+//     the state (packages daemon/reconcile and daemon/state) and keeps the last good site when
+//     an edit is invalid, publishing why;
+//   - the watchdog, which feeds systemd's watchdog only while the registry answers and the
+//     converging loop goes round.
+//
+// The site is loaded and applied before the daemon tells systemd READY=1 and prints its ready
+// line. A service that fails stops the daemon with its error; a clean stop returns nil.
+//
+// It does not yet run DHCP, TFTP or HTTP boot, nor serve the agent API: hosts stay pending.
 package daemon

@@ -1,10 +1,12 @@
 // Package state is what the daemon remembers between restarts: every host with its lifecycle
 // phase, hashed tokens, the site generations last applied and last attempted, and an
-// append-only event log with retention. Every change is one transaction, so a daemon killed at
-// any point restarts into a consistent state. Subscribers (the PXE layer, the agent API, the
-// status API) learn what changed from Subscribe, not by polling.
+// append-only event log with retention, indexed by host. Every change is one transaction, so
+// a daemon killed at any point restarts into a consistent state. Subscribe tells a reader what
+// each committed transaction changed, so that it need not poll; nothing in the daemon
+// subscribes yet.
 //
-// Two stores implement it: Open (one bbolt file, schema-versioned with migrations) and
+// Two stores implement it: Open (one bbolt file, schema-versioned with migrations, which keeps
+// every host decoded as of the last commit so that reads copy instead of decoding) and
 // NewMemory (for tests and dry runs). One conformance suite runs against both.
 package state
 

@@ -77,23 +77,49 @@ func TestUpdateIsAllOrNothing(t *testing.T) {
 	forEach(t, 0, func(t *testing.T, s Store) {
 		boom := errors.New("boom")
 		err := s.Update(ctx, func(tx Tx) error {
-			_ = tx.PutHost(Host{Name: "a", Phase: Pending})
-			_ = tx.SetGeneration(Generation{Applied: 7})
-			_ = tx.Append(Event{Kind: "x", Message: "y"})
+			// Every write must take, and be seen inside the transaction, for its undoing to
+			// mean anything.
+			if err := tx.PutHost(Host{Name: "a", Phase: Pending}); err != nil {
+				return err
+			}
+			if err := tx.SetGeneration(Generation{Applied: 7}); err != nil {
+				return err
+			}
+			if err := tx.Append(Event{Kind: "x", Message: "y"}); err != nil {
+				return err
+			}
+			if _, ok, err := tx.Host("a"); err != nil || !ok {
+				return fmt.Errorf("the transaction does not see its own host: %v, %v", ok, err)
+			}
+			if g, err := tx.Generation(); err != nil || g.Applied != 7 {
+				return fmt.Errorf("the transaction does not see its own generation: %+v, %v", g, err)
+			}
 			return boom
 		})
 		if !errors.Is(err, boom) {
-			t.Fatalf("Update() = %v", err)
+			t.Fatalf("Update() = %v, want boom", err)
 		}
-		_ = s.View(ctx, func(tx Tx) error {
-			hosts, _ := tx.Hosts()
-			g, _ := tx.Generation()
-			evs, _ := tx.Events(0, 0)
+		err = s.View(ctx, func(tx Tx) error {
+			hosts, err := tx.Hosts()
+			if err != nil {
+				return err
+			}
+			g, err := tx.Generation()
+			if err != nil {
+				return err
+			}
+			evs, err := tx.Events(0, 0)
+			if err != nil {
+				return err
+			}
 			if len(hosts) != 0 || g.Applied != 0 || len(evs) != 0 {
 				t.Errorf("a failed transaction left hosts %v, generation %+v, events %v", hosts, g, evs)
 			}
 			return nil
 		})
+		if err != nil {
+			t.Fatalf("reading after the failed transaction: %v", err)
+		}
 	})
 }
 

@@ -275,8 +275,9 @@ func newBundleServeCmd() *cobra.Command {
 		Use:   "serve DIR",
 		Short: "Serve a store as a read-only container registry (the /v2/ API)",
 		Long: `Serves the store in DIR in place, with no copy, as an OCI distribution registry: pulls work,
-pushes are refused. With --upper, pushes go to a writable store in that directory instead and
-reads look there first. Stops on SIGINT or SIGTERM.`,
+every write (push, delete, upload) is refused with 405 UNSUPPORTED. With --upper, a second
+store in that directory (one cairn writes, such as the appliance's /var/lib/cairn/store) is
+read after DIR; a tag DIR holds is always served from DIR. Stops on SIGINT or SIGTERM.`,
 		Example: `  cairn bundle serve /run/cairn/medium --listen 0.0.0.0:5000
   skopeo inspect --tls-verify=false docker://127.0.0.1:5000/docker.io/library/nginx:1.27`,
 		Args: oneStore,
@@ -299,7 +300,7 @@ reads look there first. Stops on SIGINT or SIGTERM.`,
 		}),
 	}
 	cmd.Flags().StringVar(&listen, "listen", listen, "address to listen on, HOST:PORT")
-	cmd.Flags().StringVar(&upper, "upper", "", "writable store layered over DIR; pushes go there")
+	cmd.Flags().StringVar(&upper, "upper", "", "a second store, read after DIR (never shadowing DIR's tags)")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log every request to stderr")
 	return cmd
 }

@@ -59,7 +59,7 @@ hosts from it, with no outside network.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return fmt.Errorf("%w\nrun '%s --help' for usage", err, cmd.CommandPath())
 	})
-	root.AddCommand(newVersionCmd(), newSiteCmd(), newBuildCmd(), newBundleCmd(), newDaemonCmd(), newStatusCmd(), newHostCmd())
+	root.AddCommand(newVersionCmd(), newSiteCmd(), newBuildCmd(), newBundleCmd(), newDaemonCmd(), newStatusCmd(), newHostCmd(), newApplianceCmd())
 	return root
 }
 

@@ -185,6 +185,11 @@ func writeRecipe(dir string) error {
 		if err != nil {
 			return err
 		}
-		return os.WriteFile(dst, b, 0o644)
+		// embed keeps no modes: a script (#!) is executable, as a systemd generator must be.
+		mode := os.FileMode(0o644)
+		if bytes.HasPrefix(b, []byte("#!")) {
+			mode = 0o755
+		}
+		return os.WriteFile(dst, b, mode)
 	})
 }

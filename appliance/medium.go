@@ -73,12 +73,7 @@ func FindMedium(ctx context.Context, cfg MediumConfig) (string, error) {
 
 // findMounted returns the mount point of an ISO 9660 filesystem whose device has label, or "".
 func findMounted(label string) (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", fmt.Errorf("finding the boot medium: %w", err)
-	}
-	defer f.Close()
-	mounts, err := parseMountinfo(f)
+	mounts, err := readMountinfo("/proc/self/mountinfo")
 	if err != nil {
 		return "", fmt.Errorf("finding the boot medium: reading /proc/self/mountinfo: %w", err)
 	}
@@ -95,6 +90,15 @@ func findMounted(label string) (string, error) {
 }
 
 type mount struct{ point, fstype, source string }
+
+func readMountinfo(path string) ([]mount, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return parseMountinfo(f)
+}
 
 // parseMountinfo reads the format of proc(5) /proc/PID/mountinfo.
 func parseMountinfo(r io.Reader) ([]mount, error) {

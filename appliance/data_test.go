@@ -198,49 +198,6 @@ func TestInitDataImage(t *testing.T) {
 	}
 }
 
-// loop attaches img to a loop device (as root) for the test's life.
-func loop(t *testing.T, img string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("loop devices need root")
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		t.Skipf("losetup: %v", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
-	return dev
-}
-
-// TestInitDataLoopAndMount prepares a real block device, mounts it, and checks that DataDisk
-// sees the mount and that InitData refuses a mounted device even when forced.
-func TestInitDataLoopAndMount(t *testing.T) {
-	needTools(t, "wipefs", "mkfs.ext4", "blkid", "losetup", "mount")
-	ctx := context.Background()
-	dev := loop(t, blankImage(t, 64<<20))
-	if err := InitData(ctx, dev, false); err != nil {
-		t.Fatalf("InitData(%s) = %v", dev, err)
-	}
-	if err := InitData(ctx, dev, false); !errors.Is(err, ErrNotBlank) {
-		t.Errorf("InitData(%s) again = %v, want ErrNotBlank", dev, err)
-	}
-	dir := t.TempDir()
-	if got, err := DataDisk(dir); err != nil || got != "" {
-		t.Errorf("DataDisk(a plain directory) = %q, %v, want none", got, err)
-	}
-	if out, err := exec.Command("mount", "-t", "ext4", dev, dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
-	if got, err := DataDisk(dir); err != nil || got != dev {
-		t.Errorf("DataDisk(the mount) = %q, %v, want %q", got, err, dev)
-	}
-	if err := InitData(ctx, dev, true); err == nil || !strings.Contains(err.Error(), "is mounted at "+dir) {
-		t.Errorf("InitData(mounted, force) = %v, want a refusal naming the mount", err)
-	}
-}
-
 func TestDataDiskFromMountinfo(t *testing.T) {
 	mi := filepath.Join(t.TempDir(), "mountinfo")
 	content := `22 1 0:21 / / rw,relatime - overlay overlay rw,lowerdir=/run/live/rootfs/filesystem.squashfs

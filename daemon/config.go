@@ -33,14 +33,20 @@ type Config struct {
 	State string `toml:"state"`
 	// Listen is the registry's address.
 	Listen string `toml:"listen"`
-	// Upper, when set, is a writable store layered over the medium's.
+	// Upper, when set, is a store cairn writes, read after the medium's.
 	Upper string `toml:"upper"`
+	// DataDir is where the data disk is mounted. When it is not the mount point of a file
+	// system on a disk, the appliance is ephemeral: what it learns is lost at reboot, so it
+	// provisions no host.
+	DataDir string `toml:"data_dir"`
+	// AllowEphemeral lets an ephemeral appliance provision hosts anyway (demos and tests).
+	AllowEphemeral bool `toml:"allow_ephemeral"`
 }
 
 // DefaultConfig is the configuration when no file says otherwise.
 func DefaultConfig() Config {
 	return Config{MediumLabel: appliance.MediumLabel, Store: appliance.MediumStoreDir, Site: appliance.MediumSiteDir, Listen: ":5000",
-		SiteDir: "/var/lib/cairn/site", State: "/var/lib/cairn/state.db"}
+		SiteDir: "/var/lib/cairn/site", State: "/var/lib/cairn/state.db", DataDir: appliance.DataDir}
 }
 
 // LoadConfig reads a configuration file over the defaults. Unknown keys are errors, so that a
@@ -55,7 +61,7 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		var strict *toml.StrictMissingError
 		if errors.As(err, &strict) {
-			return cfg, fmt.Errorf("%s: %s; the keys are medium_label, store, site, site_dir, state, listen and upper", path, strings.TrimSpace(strict.String()))
+			return cfg, fmt.Errorf("%s: %s; the keys are medium_label, store, site, site_dir, state, listen, upper, data_dir and allow_ephemeral", path, strings.TrimSpace(strict.String()))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {

@@ -32,8 +32,9 @@ type converger struct {
 	loader  *site.Loader
 	applier *reconcile.Applier
 
-	// serving ends every STATUS= line: what the registry serves, and where. Set before start.
-	serving string
+	// ephemeral starts every STATUS= line when the appliance has no data disk, and serving
+	// ends it: what the registry serves, and where. Set before start.
+	ephemeral, serving string
 	// reload delivers reload requests (systemctl reload cairn). Set before Run.
 	reload <-chan os.Signal
 
@@ -149,6 +150,9 @@ func (c *converger) status(ctx context.Context) string {
 	})
 	cur := c.Current()
 	var b strings.Builder
+	if c.ephemeral != "" {
+		b.WriteString(c.ephemeral + "; ")
+	}
 	if cur.Site != nil {
 		fmt.Fprintf(&b, "site %s generation %d", cur.Site.Settings.Name, g.Applied)
 	} else {

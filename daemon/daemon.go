@@ -103,6 +103,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	ephemeral := ephemeralReason(cfg, log)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("registry: listening on %s (listen in the daemon config): %w", cfg.Listen, err)
@@ -110,6 +111,9 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	defer ln.Close() // in case Run returns before the server owns it
 	addr := ln.Addr().String()
 	serving := fmt.Sprintf("serving %d artifacts from %s on %s", ix.Totals.Artifacts, storeDir, addr)
+	if ephemeral != "" {
+		serving = ephemeral + "; " + serving
+	}
 	status := func() string { return serving }
 
 	wd := &watchdog{notify: notify, log: log, interval: notifier.WatchdogInterval(), probe: "http://" + loopback(addr) + "/v2/"}
@@ -118,12 +122,12 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if cfg.SiteDir == "" {
 		svcs = append(svcs, named{"reload", &reloader{notify: notify, log: log, reload: opts.Reload, status: serving}})
 	} else {
-		st, conv, h, err := startConverging(cfg, seed, reg, log, notify, opts)
+		st, conv, h, err := startConverging(cfg, seed, reg, log, notify, opts, ephemeral)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
-		conv.serving, conv.reload = serving, opts.Reload
+		conv.ephemeral, conv.serving, conv.reload = ephemeral, fmt.Sprintf("serving %d artifacts from %s on %s", ix.Totals.Artifacts, storeDir, addr), opts.Reload
 		// The site is loaded (and applied) before READY=1: systemctl start returns when the
 		// daemon serves what the site says.
 		conv.start(ctx)
@@ -135,6 +139,9 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	notify("READY=1\nSTATUS=" + status())
 	fmt.Fprintf(stdout, "%s registry=%s store=%s artifacts=%d\n", ReadyPrefix, addr, storeDir, ix.Totals.Artifacts)
 	log.Info("ready", "registry", addr, "store", storeDir, "artifacts", ix.Totals.Artifacts)
+	if ephemeral != "" {
+		fmt.Fprintf(stdout, "cairn: %s\n", ephemeral)
+	}
 
 	// STOPPING=1 as soon as the stop begins, before the services drain, and exactly once.
 	var stopping sync.Once
@@ -145,9 +152,34 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	return err
 }
 
+// ephemeralReason says why the appliance forgets what it learns at reboot, "" when cfg.DataDir
+// is on a data disk; it logs it, with what the configuration allows.
+func ephemeralReason(cfg Config, log *slog.Logger) string {
+	if cfg.DataDir != "" {
+		dev, err := appliance.DataDisk(cfg.DataDir)
+		if err != nil {
+			log.Warn("looking for the data disk", "data_dir", cfg.DataDir, "err", err)
+		}
+		if dev != "" {
+			log.Info("state kept on the data disk", "data_dir", cfg.DataDir, "device", dev)
+			return ""
+		}
+	}
+	reason := "ephemeral: state is lost at reboot (no data disk at " + cfg.DataDir + ")"
+	if cfg.DataDir == "" {
+		reason = "ephemeral: state is lost at reboot (no data_dir)"
+	}
+	if cfg.AllowEphemeral {
+		log.Warn(reason+"; provisioning anyway, as allow_ephemeral says", "data_dir", cfg.DataDir)
+	} else {
+		log.Warn(reason+"; no host is provisioned until there is one: cairn appliance data init DEVICE", "data_dir", cfg.DataDir)
+	}
+	return reason
+}
+
 // startConverging opens the state, seeds the site directory on first boot, and returns the
 // converger and the handler that serves the registry (/v2/) beside the operator API.
-func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger, notify func(string), opts Options) (state.Store, *converger, http.Handler, error) {
+func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger, notify func(string), opts Options, ephemeral string) (state.Store, *converger, http.Handler, error) {
 	if err := seedSite(cfg.SiteDir, seed); err != nil {
 		return nil, nil, nil, err
 	}
@@ -163,7 +195,7 @@ func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger
 		return nil, nil, nil, err
 	}
 	conv := newConverger(w, st, log, notify)
-	a, err := api.New(api.Config{Store: st, Current: conv.Current, Log: log, Version: opts.Version})
+	a, err := api.New(api.Config{Store: st, Current: conv.Current, Log: log, Version: opts.Version, Ephemeral: ephemeral})
 	if err != nil {
 		_ = st.Close()
 		return nil, nil, nil, err

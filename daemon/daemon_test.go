@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairn-appliance/cairn/airgap/airgaptest"
 	"github.com/cairn-appliance/cairn/appliance"
+	"github.com/cairn-appliance/cairn/appliance/appliancetest"
 )
 
 // recorder is a Notifier that keeps what it is told.
@@ -108,7 +109,7 @@ func TestRunServesStoreAndTalksToSystemd(t *testing.T) {
 	addr, stop := start(t, Config{Store: store, Listen: "127.0.0.1:0"}, Options{Notifier: n, Reload: hup})
 
 	ready := n.waitFor(t, "READY=1")
-	if !strings.Contains(ready, "\nSTATUS=serving 1 artifacts from "+store) {
+	if !strings.Contains(ready, "\nSTATUS=ephemeral: state is lost at reboot (no data_dir); serving 1 artifacts from "+store) {
 		t.Errorf("READY notification = %q, want a STATUS line naming the store", ready)
 	}
 	ref, err := name.ParseReference(addr+"/example.com/app:1", name.Insecure)
@@ -204,7 +205,7 @@ func TestRunConvergesSite(t *testing.T) {
 	makeStore(t, store)
 	var0 := t.TempDir()
 	cfg := Config{Store: store, Site: mustAbs(t, "../examples/site"), Listen: "127.0.0.1:0",
-		SiteDir: filepath.Join(var0, "site"), State: filepath.Join(var0, "state.db")}
+		SiteDir: filepath.Join(var0, "site"), State: filepath.Join(var0, "state.db"), DataDir: var0}
 	n := newRecorder(0)
 	hup := make(chan os.Signal, 1)
 	addr, stop := start(t, cfg, Options{Notifier: n, Version: "test", Reload: hup})
@@ -214,7 +215,7 @@ func TestRunConvergesSite(t *testing.T) {
 		}
 	}()
 	ready := n.waitFor(t, "READY=1")
-	if !strings.Contains(ready, "STATUS=site rack1 generation 1; 3 hosts (3 pending); serving 1 artifacts from "+store) {
+	if !strings.Contains(ready, "STATUS=ephemeral: state is lost at reboot (no data disk at "+var0+"); site rack1 generation 1; 3 hosts (3 pending); serving 1 artifacts from "+store) {
 		t.Errorf("READY notification = %q, want the site's status and the store's", ready)
 	}
 	// After a reload, systemctl status still says what is served.
@@ -232,7 +233,8 @@ func TestRunConvergesSite(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(body), `"site": "rack1"`) || !strings.Contains(string(body), `"pending": 3`) {
+	if !strings.Contains(string(body), `"site": "rack1"`) || !strings.Contains(string(body), `"pending": 3`) ||
+		!strings.Contains(string(body), `"ephemeral": "ephemeral: state is lost at reboot`) {
 		t.Errorf("/api/v1/status = %s", body)
 	}
 	if r, err := http.Get("http://" + addr + "/v2/"); err != nil || r.StatusCode != http.StatusOK {
@@ -249,4 +251,32 @@ func mustAbs(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// TestRunOnDataDisk: with its data directory on a disk of its own (a loop device here) the
+// daemon is not ephemeral, and says nothing of it.
+func TestRunOnDataDisk(t *testing.T) {
+	data, dev := appliancetest.DataDisk(t)
+	store := t.TempDir()
+	makeStore(t, store)
+	cfg := Config{Store: store, Site: mustAbs(t, "../examples/site"), Listen: "127.0.0.1:0",
+		SiteDir: filepath.Join(data, "site"), State: filepath.Join(data, "state.db"), DataDir: data}
+	n := newRecorder(0)
+	addr, stop := start(t, cfg, Options{Notifier: n})
+	defer func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if ready := n.waitFor(t, "READY=1"); !strings.Contains(ready, "STATUS=site rack1 generation 1;") || strings.Contains(ready, "ephemeral") {
+		t.Errorf("READY notification = %q, want the site's status, not ephemeral (data disk %s)", ready, dev)
+	}
+	resp, err := http.Get("http://" + addr + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if body, _ := io.ReadAll(resp.Body); strings.Contains(string(body), "ephemeral") {
+		t.Errorf("/api/v1/status on a data disk = %s", body)
+	}
 }

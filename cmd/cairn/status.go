@@ -69,6 +69,9 @@ func newStatusCmd() *cobra.Command {
 				fmt.Fprintf(w, ", %d attempted", st.Generation.Attempted)
 			}
 			fmt.Fprintf(w, ", %d hosts\n", st.Hosts)
+			if st.Ephemeral != "" {
+				fmt.Fprintf(w, "%s; cairn appliance data init DEVICE prepares a data disk\n", st.Ephemeral)
+			}
 			if st.LoadError != "" {
 				fmt.Fprintf(w, "the last site edit was not applied (the previous site still runs):\n%s\n", st.LoadError)
 			}

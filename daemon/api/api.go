@@ -36,6 +36,9 @@ type Config struct {
 	Current func() Current
 	Log     *slog.Logger
 	Version string
+	// Ephemeral says why the appliance forgets what it learns at reboot ("" when it keeps it
+	// on its data disk); the status and the page show it.
+	Ephemeral string
 }
 
 type server struct {
@@ -72,6 +75,7 @@ type Status struct {
 	Version    string              `json:"version,omitempty"`
 	Generation state.Generation    `json:"generation"`
 	LoadError  string              `json:"load_error,omitempty"`
+	Ephemeral  string              `json:"ephemeral,omitempty"` // "" when the state is on the data disk
 	Hosts      int                 `json:"hosts"`
 	Phases     map[state.Phase]int `json:"phases"`
 }
@@ -139,7 +143,7 @@ func (s *server) read(r *http.Request) (snapshot, error) {
 				}
 			}
 		}
-		snap.status = Status{Generation: g, LoadError: cur.LoadError, Hosts: len(hosts), Phases: map[state.Phase]int{}, Version: s.Version}
+		snap.status = Status{Generation: g, LoadError: cur.LoadError, Hosts: len(hosts), Phases: map[state.Phase]int{}, Version: s.Version, Ephemeral: s.Ephemeral}
 		for _, h := range hosts {
 			v := view(h)
 			if !full {

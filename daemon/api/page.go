@@ -63,6 +63,7 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
   <span class="meta">{{.Status.Hosts}} hosts</span>
   {{with .Status.Version}}<span class="meta">cairn {{.}}</span>{{end}}
 </header>
+{{with .Status.Ephemeral}}<div class="error" role="alert"><strong>{{.}}</strong></div>{{end}}
 {{with .Status.LoadError}}<div class="error" role="alert"><strong>The site was not applied; the last good one still runs.</strong>
 {{.}}</div>{{end}}
 <ul class="phases">{{range .Phases}}<li><span class="badge {{.Phase}}">{{.Phase}} {{.Count}}</span></li>{{end}}</ul>

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,7 +77,10 @@ func (c *converger) alive(d time.Duration) bool {
 // load reads the site and applies it if it is valid. It never applies half a site: an invalid
 // one changes nothing but the recorded attempt and the published error. ch says why, and which
 // files changed since the last load.
-func (c *converger) load(ctx context.Context, ch watch.Change) {
+//
+// With resume (the daemon's first load), a site whose fingerprint is the one last applied in
+// full, and that plans no change, makes no new generation.
+func (c *converger) load(ctx context.Context, ch watch.Change, resume bool) {
 	reason, fingerprint := ch.Reason, ch.Fingerprint
 	if ch.All {
 		c.loader.Forget()
@@ -99,6 +103,20 @@ func (c *converger) load(ctx context.Context, ch watch.Change) {
 	if err != nil {
 		c.reject(ctx, log, gen, fingerprint, err)
 		return
+	}
+	if resume && g.Applied > 0 && g.Attempted == g.Applied && g.AppliedFingerprint == fingerprint {
+		// The daemon starts (after a restart, a reboot, a power cut) on the site it last
+		// applied in full: nothing is re-done and no generation is made, unless the state
+		// somehow differs from what the site asks.
+		if p, err := c.applier.Plan(ctx, s); err == nil && p.Empty() {
+			c.mu.Lock()
+			c.cur.Site, c.cur.LoadError = s, ""
+			c.mu.Unlock()
+			c.log.Info("site unchanged since generation "+strconv.FormatInt(g.Applied, 10)+"; nothing to apply",
+				"hosts", len(s.Hosts), "load", loaded.Sub(start).Round(time.Millisecond))
+			c.notify("STATUS=" + c.status(ctx))
+			return
+		}
 	}
 	p, err := c.applier.Apply(ctx, s, gen, fingerprint)
 	if err != nil {
@@ -184,7 +202,7 @@ func (c *converger) status(ctx context.Context) string {
 // the daemon says it is ready. Changes made from then on are reported by the watcher.
 func (c *converger) start(ctx context.Context) {
 	c.beat.Store(time.Now().UnixNano())
-	c.load(ctx, watch.Change{Reason: "start", Fingerprint: c.watch.Fingerprint(), All: true})
+	c.load(ctx, watch.Change{Reason: "start", Fingerprint: c.watch.Fingerprint(), All: true}, true)
 }
 
 // Run implements service: it loads the site again whenever the watcher reports a change or a
@@ -202,7 +220,7 @@ func (c *converger) Run(ctx context.Context) error {
 			c.notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
 			c.watch.Trigger("systemctl reload")
 		case ch := <-c.watch.C:
-			c.load(ctx, ch)
+			c.load(ctx, ch, false)
 			if ch.All {
 				c.notify("READY=1") // the end of a reload: systemctl reload returns
 			}

@@ -280,3 +280,48 @@ func TestRunOnDataDisk(t *testing.T) {
 		t.Errorf("/api/v1/status on a data disk = %s", body)
 	}
 }
+
+// TestRestartRedoesNothing: a daemon started again on the site it last applied in full (after
+// a restart, a reboot, a power cut) makes no new generation and logs no event; one started on
+// an edited site applies the edit.
+func TestRestartRedoesNothing(t *testing.T) {
+	store := t.TempDir()
+	makeStore(t, store)
+	var0 := t.TempDir()
+	cfg := Config{Store: store, Site: mustAbs(t, "../examples/site"), Listen: "127.0.0.1:0",
+		SiteDir: filepath.Join(var0, "site"), State: filepath.Join(var0, "state.db"), DataDir: var0}
+	type seen struct {
+		status string
+		events []byte
+	}
+	run := func() seen {
+		t.Helper()
+		n := newRecorder(0)
+		addr, stop := start(t, cfg, Options{Notifier: n})
+		ready := n.waitFor(t, "READY=1")
+		resp, err := http.Get("http://" + addr + "/api/v1/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		events, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		status, _, _ := strings.Cut(strings.TrimPrefix(ready, "READY=1\nSTATUS="), "; serving")
+		return seen{status, events}
+	}
+	first := run()
+	second := run()
+	if second.status != first.status || !strings.Contains(first.status, "generation 1;") {
+		t.Errorf("status after a restart = %q, want %q (generation 1, unchanged)", second.status, first.status)
+	}
+	if string(second.events) != string(first.events) {
+		t.Errorf("events after a restart:\n%s\nwant as before:\n%s", second.events, first.events)
+	}
+	// The control: an edit made while the daemon was stopped is applied at start.
+	save(t, filepath.Join(cfg.SiteDir, "hosts", "web-09.toml"), "mac = \"52:54:00:20:00:19\"\nroles = [\"web\"]\n")
+	if third := run(); !strings.Contains(third.status, "generation 2; 4 hosts") {
+		t.Errorf("status after a start on an edited site = %q, want generation 2 with 4 hosts", third.status)
+	}
+}

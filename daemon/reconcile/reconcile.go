@@ -86,18 +86,10 @@ func NewApplier(st state.Store) *Applier { return &Applier{st: st} }
 // the plan it carried out.
 func (a *Applier) Apply(ctx context.Context, s *site.Site, gen int64, fingerprint string) (*plan.Plan, error) {
 	st := a.st
-	var recorded []state.Host
-	if err := st.View(ctx, func(tx state.Tx) (err error) {
-		recorded, err = tx.Hosts()
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	desired, err := a.memo.Desire(s)
+	p, desired, recorded, err := a.plan(ctx, s)
 	if err != nil {
 		return nil, err
 	}
-	p := plan.Diff(s, desired, recorded)
 	if p.Refused != "" {
 		err := fmt.Errorf("%w: %s", ErrRefused, p.Refused)
 		return p, errors.Join(err, Attempt(ctx, st, gen, fingerprint, err))
@@ -152,6 +144,27 @@ func batch(items []plan.Item) [][]plan.Item {
 		*cur = append(*cur, it)
 	}
 	return batches
+}
+
+// Plan returns what applying s would change, changing nothing.
+func (a *Applier) Plan(ctx context.Context, s *site.Site) (*plan.Plan, error) {
+	p, _, _, err := a.plan(ctx, s)
+	return p, err
+}
+
+func (a *Applier) plan(ctx context.Context, s *site.Site) (*plan.Plan, map[string]plan.Desired, []state.Host, error) {
+	var recorded []state.Host
+	if err := a.st.View(ctx, func(tx state.Tx) (err error) {
+		recorded, err = tx.Hosts()
+		return err
+	}); err != nil {
+		return nil, nil, nil, err
+	}
+	desired, err := a.memo.Desire(s)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return plan.Diff(s, desired, recorded), desired, recorded, nil
 }
 
 // step applies one item of a plan inside one transaction.

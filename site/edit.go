@@ -94,8 +94,8 @@ func isIntByte(c byte) bool {
 // site file while it is being written. base is a file Load listed, so it starts with no ".".
 func tempPattern(base string) string { return "." + base + ".*.cairn-tmp" }
 
-// replaceFile writes data to path atomically: into a hidden temporary file in the same
-// directory, with mode perm, synced, then renamed over path.
+// replaceFile writes data to path atomically and durably: into a hidden temporary file in the
+// same directory, with mode perm, synced, renamed over path, and the directory synced.
 func replaceFile(path string, data []byte, perm os.FileMode) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), tempPattern(filepath.Base(path)))
 	if err != nil {
@@ -119,5 +119,15 @@ func replaceFile(path string, data []byte, perm os.FileMode) (err error) {
 	if err != nil {
 		return err
 	}
-	return os.Rename(f.Name(), path)
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	// The rename is durable only once the directory is synced: without it, a power cut soon
+	// after could bring the old file back while the daemon has applied the new one.
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -184,10 +184,15 @@ func exampleBuild(ctx context.Context, f *fixture, store, isoPath string) error 
 	return nil
 }
 
-// bootAndPull boots the ISO, waits for cairn.service to be ready and pulls both artifacts.
+// bootAndPull boots the ISO with a data disk prepared beforehand, as an operator may prepare
+// one on another machine, waits for cairn.service to be ready and pulls both artifacts.
 func bootAndPull(t *testing.T, fw Firmware, media Media) {
 	f := applianceISO(t)
-	vm := New(t, Options{ISO: f.iso, Firmware: fw, Media: media, Forward: []int{5000}})
+	disk := DataDiskImage(t, 256<<20)
+	if out, err := exec.Command(f.bin, "appliance", "data", "init", disk).CombinedOutput(); err != nil {
+		t.Fatalf("cairn appliance data init %s: %v\n%s", disk, err, out)
+	}
+	vm := New(t, Options{ISO: f.iso, Firmware: fw, Media: media, Forward: []int{5000}, DataDisk: disk})
 	vm.Start()
 	line := vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
 	t.Logf("%s from a %s: cairn.service ready %s after power-on", fw, media, vm.Uptime().Round(time.Second))
@@ -257,6 +262,9 @@ func bootAndPull(t *testing.T, fw Firmware, media Media) {
 	body, _ := io.ReadAll(resp.Body)
 	if !strings.Contains(string(body), `"site": "rack1"`) || !strings.Contains(string(body), `"hosts": 3`) {
 		t.Errorf("/api/v1/status on the appliance = %s, want the example site applied", body)
+	}
+	if strings.Contains(string(body), `"ephemeral"`) {
+		t.Errorf("/api/v1/status on the appliance with its data disk = %s, want it not ephemeral", body)
 	}
 }
 

@@ -121,17 +121,21 @@ const maxSocketPath = 107
 
 // shellSocket names the shell's socket in dir, or in a short directory of its own when dir's
 // path is too long for a socket address.
-func shellSocket(t testing.TB, dir string) string {
+func shellSocket(t testing.TB, dir string) string { return shortSocket(t, dir, "shell.sock") }
+
+// shortSocket names a unix socket in dir, or in a short directory of its own when dir's path
+// is too long for a socket address.
+func shortSocket(t testing.TB, dir, name string) string {
 	t.Helper()
-	if p := filepath.Join(dir, "shell.sock"); len(p) <= maxSocketPath {
+	if p := filepath.Join(dir, name); len(p) <= maxSocketPath {
 		return p
 	}
-	short, err := os.MkdirTemp("", "cairn-sh-")
+	short, err := os.MkdirTemp("", "cairn-sock-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(short) })
-	return filepath.Join(short, "shell.sock")
+	return filepath.Join(short, name)
 }
 
 // ShellSocket is the unix socket QEMU serves the guest's second serial port on.
@@ -191,7 +195,8 @@ func (vm *VM) Shell(timeout time.Duration) *Shell {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	log, err := os.Create(filepath.Join(vm.dir, "shell.log"))
+	// Appended to: a VM that is reset gets a new shell, and the log keeps both.
+	log, err := os.OpenFile(filepath.Join(vm.dir, "shell.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644) //nolint:gosec // G302: a test log
 	if err != nil {
 		_ = conn.Close()
 		vm.t.Fatal(err)
@@ -219,6 +224,10 @@ func (vm *VM) Shell(timeout time.Duration) *Shell {
 		}
 	}
 }
+
+// Close lets go of the guest's second serial port; QEMU serves one client at a time, so a
+// VM that was reset is reached again with Close, then VM.Shell.
+func (s *Shell) Close() { _ = s.conn.Close() }
 
 func (s *Shell) read() {
 	buf := make([]byte, 32<<10)

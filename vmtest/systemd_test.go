@@ -15,14 +15,21 @@ import (
 )
 
 // TestApplianceSystemd boots the example ISO's own kernel, initramfs, root filesystem and
-// command line, adding only systemd's debug shell on a second serial port, and checks
-// cairn.service from inside the appliance, as an operator at its console would:
+// command line, adding only systemd's debug shell on a second serial port, with a blank disk
+// attached, and checks the appliance from inside, as an operator at its console would:
 //
-//   - the unit is active and systemctl status shows the daemon's STATUS= line;
+//   - with no data disk it runs ephemeral, and says so on the console and in systemctl status;
+//     the operator makes the blank disk its data disk (cairn appliance data init, which refuses
+//     to do it twice) and presses reset;
+//   - it boots again with /var/lib/cairn on the data disk; cairn.service is active and
+//     systemctl status shows the daemon's STATUS= line;
 //   - systemctl reload re-reads the site in the same process: the daemon sends RELOADING=1,
 //     then READY=1 once the site is applied, and systemctl reload returns only then;
 //   - a daemon that hangs (SIGSTOP: the whole process freezes, so no WATCHDOG=1) is killed by
-//     systemd for a watchdog timeout, with the unit's shipped WatchdogSec=30s, and restarted.
+//     systemd for a watchdog timeout, with the unit's shipped WatchdogSec=30s, and restarted,
+//     re-doing nothing;
+//   - after a site edit, a hard reset (no shutdown) brings back the same generation, the same
+//     hosts in the same phases and the same events, and applies nothing again.
 func TestApplianceSystemd(t *testing.T) {
 	f := applianceISO(t)
 	began := time.Now()
@@ -30,14 +37,38 @@ func TestApplianceSystemd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm := New(t, Options{ISO: f.iso, Kernel: &kb, Shell: true, Forward: []int{5000}})
+	vm := New(t, Options{ISO: f.iso, Kernel: &kb, Shell: true, Forward: []int{5000},
+		DataDisk: DataDiskImage(t, 512<<20), Resettable: true})
 	vm.Start()
-	vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
-	bootTook := vm.Uptime()
-	sh := vm.Shell(60 * time.Second)
 	api := "http://" + vm.Addr(5000) + "/api/v1/status"
 
-	// 1. The unit as shipped is active, and shows what the daemon last told systemd.
+	// 0. No data disk yet (the disk is blank): ephemeral, on the console and in systemctl status.
+	vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
+	ephemeralBoot := vm.Uptime()
+	vm.WaitSerial("cairn: ephemeral: state is lost at reboot", 10*time.Second)
+	sh := vm.Shell(60 * time.Second)
+	if status := sh.MustRun("systemctl status cairn --no-pager --full"); !strings.Contains(status, `Status: "ephemeral: state is lost at reboot (no data disk at /var/lib/cairn)`) {
+		t.Errorf("systemctl status cairn without a data disk does not say it is ephemeral:\n%s", status)
+	}
+	if st := apiStatus(t, api, 60*time.Second); !strings.Contains(st.Ephemeral, "ephemeral") {
+		t.Errorf("/api/v1/status without a data disk: ephemeral = %q", st.Ephemeral)
+	}
+	// The operator prepares the disk, which refuses to be prepared twice, and resets.
+	out := sh.MustRun("cairn appliance data init /dev/vda")
+	t.Logf("cairn appliance data init /dev/vda: %s", strings.TrimSpace(out))
+	if out, err := sh.Run("cairn appliance data init /dev/vda"); !IsExit(err) || !strings.Contains(out, "not blank") {
+		t.Errorf("a second cairn appliance data init /dev/vda = %v: %s; want a refusal", err, out)
+	}
+	sh.Close()
+	vm.Reset()
+
+	// 1. With its data disk, the unit as shipped is active, and shows what the daemon last told systemd.
+	vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
+	bootTook := vm.Uptime()
+	sh = vm.Shell(60 * time.Second)
+	if src := strings.TrimSpace(sh.MustRun("findmnt -n -o SOURCE,FSTYPE,LABEL /var/lib/cairn")); !strings.HasPrefix(src, "/dev/vda ext4") {
+		t.Errorf("/var/lib/cairn is mounted from %q, want the data disk /dev/vda (ext4)", src)
+	}
 	if out := strings.TrimSpace(sh.MustRun("systemctl is-active cairn")); out != "active" {
 		t.Fatalf("systemctl is-active cairn = %q, want active", out)
 	}
@@ -51,7 +82,7 @@ func TestApplianceSystemd(t *testing.T) {
 	status := sh.MustRun("systemctl status cairn --no-pager --full")
 	m := regexp.MustCompile(`Status: "site rack1 generation (\d+); 3 hosts[^"]*"`).FindStringSubmatch(status)
 	if m == nil {
-		t.Fatalf("systemctl status cairn shows no STATUS= line of the example site's generation and hosts:\n%s", status)
+		t.Fatalf("systemctl status cairn shows no STATUS= line of the example site's generation and hosts (or still says ephemeral):\n%s", status)
 	}
 	gen, _ := strconv.ParseInt(m[1], 10, 64)
 	if got := appliedGeneration(t, api, 60*time.Second); got != gen {
@@ -65,7 +96,7 @@ func TestApplianceSystemd(t *testing.T) {
 	level := strings.TrimSpace(sh.MustRun("systemd-analyze log-level"))
 	cursor := journalCursor(sh)
 	sh.MustRun("systemd-analyze log-level debug")
-	out, err := sh.Run(`s=$(date +%s%N); systemctl reload cairn; rc=$?; echo "took $(( ($(date +%s%N) - s) / 1000000 )) ms"; exit $rc`)
+	out, err = sh.Run(`s=$(date +%s%N); systemctl reload cairn; rc=$?; echo "took $(( ($(date +%s%N) - s) / 1000000 )) ms"; exit $rc`)
 	sh.MustRun("systemd-analyze log-level " + level)
 	reloadJournal := journalAfter(sh, cursor)
 	if err != nil {
@@ -90,7 +121,7 @@ func TestApplianceSystemd(t *testing.T) {
 		[]string{notified, "READY=1"},
 		[]string{"Reloaded cairn.service"})
 	expectInOrder(t, "the journal of systemctl reload", reloadJournal,
-		[]string{"cairn[" + pid + "]: site applied", `reason="forced: systemctl reload"`})
+		[]string{"cairn[" + pid + "]: site applied", `reason="systemctl reload"`})
 	t.Logf("systemctl reload: %s; generation %d applied, same PID %s", reloadTook, gen+1, pid)
 
 	// 3. A hung daemon: SIGSTOP freezes every thread, so nothing feeds the watchdog.
@@ -128,9 +159,11 @@ func TestApplianceSystemd(t *testing.T) {
 	if _, err := sh.Run("test -e /proc/" + pid); !IsExit(err) {
 		t.Errorf("the frozen daemon, PID %s, is still there after the restart (%v)", pid, err)
 	}
-	if got := appliedGeneration(t, api, 30*time.Second); got != gen+2 {
-		t.Errorf("after the restart, /api/v1/status applied generation %d, want %d (the new daemon loads the site once)", got, gen+2)
+	if got := appliedGeneration(t, api, 30*time.Second); got != gen+1 {
+		t.Errorf("after the restart, /api/v1/status applied generation %d, want %d (the new daemon re-does nothing)", got, gen+1)
 	}
+	expectInOrder(t, "the journal of the watchdog restart", wdJournal,
+		[]string{"cairn[" + newPID + "]: site unchanged since generation " + strconv.FormatInt(gen+1, 10) + "; nothing to apply"})
 	fired := "?"
 	if mt := regexp.MustCompile(`\[\s*([0-9.]+)\] \S+ systemd\[1\]: cairn\.service: Watchdog timeout`).FindStringSubmatch(wdJournal); mt != nil {
 		at, _ := strconv.ParseFloat(mt[1], 64)
@@ -141,8 +174,130 @@ func TestApplianceSystemd(t *testing.T) {
 	}
 	t.Logf("watchdog: PID %s frozen; systemd's watchdog fired %s later and PID %s was active again %s after the freeze",
 		pid, fired, newPID, restartTook.Round(time.Second/10))
-	t.Logf("timings: boot to READY %s; systemctl reload %s; freeze to restarted and READY %s; whole test %s",
-		bootTook.Round(time.Second/10), reloadTook, restartTook.Round(time.Second/10), time.Since(began).Round(time.Second))
+
+	// 4. A site edit, then a hard reset: everything comes back as it was, nothing is applied again.
+	sh.MustRun("cairn host reprovision web-01 --site /var/lib/cairn/site")
+	deadline = time.Now().Add(30 * time.Second)
+	for appliedGeneration(t, api, 10*time.Second) != gen+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the reprovision edit was not applied as generation %d within 30s", gen+2)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	before := snapshot(t, "http://"+vm.Addr(5000))
+	sh.Close()
+	vm.Reset()
+	vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
+	resetBoot := vm.Uptime()
+	after := snapshot(t, "http://"+vm.Addr(5000))
+	if after.status.Ephemeral != "" {
+		t.Errorf("after the reset the appliance is ephemeral: %s", after.status.Ephemeral)
+	}
+	if after.status.Generation != before.status.Generation {
+		t.Errorf("after the reset the generation is %+v, want %+v as before it", after.status.Generation, before.status.Generation)
+	}
+	if after.hosts != before.hosts {
+		t.Errorf("after the reset the hosts are\n%s\nwant as before it\n%s", after.hosts, before.hosts)
+	}
+	if after.events != before.events {
+		t.Errorf("after the reset the events are\n%s\nwant as before it (nothing applied again)\n%s", after.events, before.events)
+	}
+	if !strings.Contains(before.hosts, `"web-01" provision 1 pending`) {
+		t.Errorf("before the reset web-01 is not pending with provision 1:\n%s", before.hosts)
+	}
+	sh = vm.Shell(60 * time.Second)
+	if j := sh.MustRun("journalctl -b -u cairn _TRANSPORT=journal -o cat"); !strings.Contains(j, fmt.Sprintf("site unchanged since generation %d; nothing to apply", gen+2)) {
+		t.Errorf("after the reset the daemon's journal does not say it found nothing to apply:\n%s", j)
+	}
+	t.Logf("reset: generation %d, %d events, the same before and after", after.status.Generation.Applied, strings.Count(after.events, "\n"))
+	t.Logf("timings: ephemeral boot to READY %s; boot with the data disk to READY %s; systemctl reload %s; freeze to restarted and READY %s; reset to READY %s; whole test %s",
+		ephemeralBoot.Round(time.Second/10), bootTook.Round(time.Second/10), reloadTook, restartTook.Round(time.Second/10), resetBoot.Round(time.Second/10), time.Since(began).Round(time.Second))
+}
+
+// appliance is what the appliance's API says of its state, as text to compare.
+type applianceState struct {
+	status statusDoc
+	hosts  string // a line per host: name, provision, phase
+	events string // a line per event: seq, host, kind, message
+}
+
+type statusDoc struct {
+	Ephemeral  string `json:"ephemeral"`
+	Generation struct {
+		Applied            int64  `json:"applied"`
+		Attempted          int64  `json:"attempted"`
+		AppliedFingerprint string `json:"applied_fingerprint"`
+	} `json:"generation"`
+}
+
+func snapshot(t *testing.T, base string) applianceState {
+	t.Helper()
+	var s applianceState
+	s.status = apiStatus(t, base+"/api/v1/status", 60*time.Second)
+	var hosts []struct {
+		Name      string `json:"name"`
+		Phase     string `json:"phase"`
+		Provision int    `json:"provision"`
+	}
+	getJSON(t, base+"/api/v1/hosts", &hosts)
+	for _, h := range hosts {
+		s.hosts += fmt.Sprintf("%q provision %d %s\n", h.Name, h.Provision, h.Phase)
+	}
+	var events []struct {
+		Seq     uint64 `json:"seq"`
+		Host    string `json:"host"`
+		Kind    string `json:"kind"`
+		Message string `json:"message"`
+	}
+	getJSON(t, base+"/api/v1/events?limit=1000", &events)
+	for _, e := range events {
+		s.events += fmt.Sprintf("%d %s %s %s\n", e.Seq, e.Host, e.Kind, e.Message)
+	}
+	return s
+}
+
+// apiStatus reads the appliance's status API, giving the guest's network up to wait to come up.
+func apiStatus(t *testing.T, url string, wait time.Duration) statusDoc {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		var st statusDoc
+		err := tryJSON(url, &st)
+		if err == nil {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the appliance's status API %s: %v", url, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	if err := tryJSON(url, v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+func tryJSON(url string, v any) error {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%w: %s", err, body)
+	}
+	return nil
 }
 
 // unitProps reads properties of cairn.service with systemctl show.

@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -72,6 +73,12 @@ type Options struct {
 	// debug shell on there (DebugShellArg); VM.Shell drives it. It needs Kernel, whose command
 	// line carries the argument.
 	Shell bool
+	// DataDisk, when set, is a raw image file attached as a virtio disk (the guest's
+	// /dev/vda): the appliance's data disk. DataDiskImage makes one.
+	DataDisk string
+	// Resettable lets Reset restart the guest as a reset button would. Without it a guest
+	// that reboots ends QEMU (-no-reboot), so that a crash ends the test at once.
+	Resettable bool
 }
 
 // OVMF firmware files (Debian's ovmf package).
@@ -92,6 +99,7 @@ type VM struct {
 	exit  chan error
 
 	sock string // the shell's unix socket, when Options.Shell
+	qmp  string // QMP's unix socket, when Options.Resettable
 
 	mu      sync.Mutex
 	matched int // serial log offset after the last WaitSerial match
@@ -189,8 +197,13 @@ func (vm *VM) Args(accel string) []string {
 	}
 	args := []string{
 		"-machine", "q35", "-accel", accel, "-m", strconv.Itoa(o.MemoryMiB), "-smp", strconv.Itoa(cpus),
-		"-display", "none", "-monitor", "none", "-no-reboot",
+		"-display", "none", "-monitor", "none",
 		"-chardev", "file,id=ser0,path=" + vm.SerialLog(), "-serial", "chardev:ser0",
+	}
+	if o.Resettable {
+		args = append(args, "-qmp", "unix:"+vm.QMPSocket()+",server=on,wait=off")
+	} else {
+		args = append(args, "-no-reboot")
 	}
 	if o.Shell {
 		// server=on,wait=off: QEMU listens and boots at once; the test connects when it likes.
@@ -219,6 +232,10 @@ func (vm *VM) Args(accel string) []string {
 		args = append(args, "-device", "qemu-xhci,id=xhci",
 			"-drive", "if=none,id=boot,format=raw,snapshot=on,file="+o.ISO,
 			"-device", "usb-storage,bus=xhci.0,drive=boot"+bootindex)
+	}
+	if o.DataDisk != "" {
+		args = append(args, "-drive", "if=none,id=data,format=raw,cache=writeback,file="+o.DataDisk,
+			"-device", "virtio-blk-pci,drive=data,serial=cairn-data")
 	}
 	netdev := "user,id=net0,restrict=on"
 	for _, gp := range o.Forward {
@@ -260,6 +277,71 @@ func (vm *VM) Start() {
 		how = fmt.Sprintf("through its kernel, directly, with the ISO on a %s", vm.opts.Media)
 	}
 	vm.t.Logf("vmtest: booting %s %s (%s); logs in %s", filepath.Base(vm.opts.ISO), how, accel, vm.dir)
+}
+
+// QMPSocket is the unix socket of QEMU's machine protocol, when Options.Resettable.
+func (vm *VM) QMPSocket() string {
+	if vm.qmp == "" {
+		vm.qmp = shortSocket(vm.t, vm.dir, "qmp.sock")
+	}
+	return vm.qmp
+}
+
+// Reset presses the VM's reset button (QMP system_reset): the guest restarts at once, with no
+// shutdown, as after a power cut; what its disks had not written is lost. It needs
+// Options.Resettable.
+func (vm *VM) Reset() {
+	vm.t.Helper()
+	if !vm.opts.Resettable {
+		vm.t.Fatal("vmtest: VM.Reset needs Options.Resettable")
+	}
+	conn, err := net.DialTimeout("unix", vm.QMPSocket(), 5*time.Second)
+	if err != nil {
+		vm.t.Fatalf("vmtest: connecting to QMP: %v", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	dec := json.NewDecoder(conn)
+	var greeting map[string]any
+	if err := dec.Decode(&greeting); err != nil {
+		vm.t.Fatalf("vmtest: QMP greeting: %v", err)
+	}
+	for _, cmd := range []string{"qmp_capabilities", "system_reset"} {
+		if _, err := fmt.Fprintf(conn, "{\"execute\": %q}\n", cmd); err != nil {
+			vm.t.Fatalf("vmtest: QMP %s: %v", cmd, err)
+		}
+		for { // skip events until the command's answer
+			var msg map[string]any
+			if err := dec.Decode(&msg); err != nil {
+				vm.t.Fatalf("vmtest: QMP %s: %v", cmd, err)
+			}
+			if e, ok := msg["error"]; ok {
+				vm.t.Fatalf("vmtest: QMP %s: %v", cmd, e)
+			}
+			if _, ok := msg["return"]; ok {
+				break
+			}
+		}
+	}
+	vm.mu.Lock()
+	vm.started = time.Now()
+	vm.mu.Unlock()
+	vm.t.Logf("vmtest: reset the VM (QMP system_reset)")
+}
+
+// DataDiskImage makes a blank raw image of size bytes in t's directory for Options.DataDisk.
+func DataDiskImage(t testing.TB, size int64) string {
+	t.Helper()
+	p := filepath.Join(keptDir(t, "data"), "data.img")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // Stop ends the VM (a no-op when it is not running).

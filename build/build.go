@@ -384,7 +384,7 @@ func write(ctx context.Context, o Options, cfg *Config, key ed25519.PrivateKey, 
 	}
 	var prog progress = nopProgress{}
 	if o.Progress != nil {
-		prog = newProgress(o.Progress, o.Terminal)
+		prog = newProgress(ctx, o.Progress, o.Terminal)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Jobs)

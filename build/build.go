@@ -145,7 +145,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil || o.ISO == "" {
 		return res, err
 	}
-	res.ISO, err = masterISO(ctx, o, cfg, f)
+	if res.ISO, err = masterISO(ctx, o, cfg, f); err != nil {
+		// All or nothing: the store without the ISO asked for would also stand in the way of
+		// the next run (-o must be new or empty). The cache makes writing it again cheap.
+		_ = os.RemoveAll(o.Output)
+	}
 	return res, err
 }
 

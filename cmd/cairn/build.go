@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +43,7 @@ resumes them. SOURCE_DATE_EPOCH makes the store reproducible.`,
 			o.Created = created
 			o.Stdout = cmd.OutOrStdout()
 			o.Progress = cmd.ErrOrStderr()
-			o.Terminal = isTerminal(os.Stderr) && cmd.ErrOrStderr() == os.Stderr
+			o.Terminal = build.IsTerminal(cmd.ErrOrStderr())
 			if verbose {
 				o.Log = cmd.ErrOrStderr()
 			}
@@ -86,11 +85,4 @@ resumes them. SOURCE_DATE_EPOCH makes the store reproducible.`,
 	f.StringVar(&o.CairnBinary, "cairn-binary", "", "the cairn executable the appliance runs (default: this one)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show the output of the tools that build the appliance base and master the ISO")
 	return cmd
-}
-
-// isTerminal reports whether f is a terminal (a character device), where progress bars make
-// sense; in CI logs they do not.
-func isTerminal(f *os.File) bool {
-	info, err := f.Stat()
-	return err == nil && info.Mode()&os.ModeCharDevice != 0
 }

@@ -419,6 +419,18 @@ func (t *tree) digest() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// Digest is the fingerprint (as in Change.Fingerprint) of a site directory whose regular
+// files are these, by slash path relative to it, and which holds nothing else a look would
+// see (no dangling symlinks, no directory it cannot list). A backup checks with it that its
+// copy of the site is the one the state last loaded.
+func Digest(files map[string][]byte) string {
+	t := tree{files: make(map[string]entry, len(files))}
+	for p, b := range files {
+		t.files[p] = entry{kind: regular, key: fileKey{size: uint64(len(b))}, sum: sha256.Sum256(b)}
+	}
+	return t.digest()
+}
+
 // diff lists the paths whose entry differs between t and u in what a reader sees: appeared,
 // vanished, or other content.
 func (t tree) diff(u tree) []string {

@@ -281,3 +281,28 @@ func TestBackupFilesIgnored(t *testing.T) {
 	write(t, filepath.Join(site, "hosts", "b.toml"), "two")
 	files(t, "the next real change", h.expect(1, "the next real change"), "hosts/b.toml")
 }
+
+// TestDigestIsFingerprint checks that Digest of a site's files is the fingerprint the watcher
+// takes of the directory, symlinks followed and hidden files passed over: what a backup
+// compares its copy of the site with.
+func TestDigestIsFingerprint(t *testing.T) {
+	site := newSite(t)
+	write(t, filepath.Join(site, "files", "a.conf"), "conf")
+	write(t, filepath.Join(site, ".git", "HEAD"), "ref: refs/heads/main\n")
+	must(t, os.Symlink("a.conf", filepath.Join(site, "files", "b.conf")))
+	w, err := New(Config{Dir: site})
+	must(t, err)
+	files := map[string][]byte{
+		"site.toml":    []byte("[site]\nname = \"a\"\n"),
+		"hosts/a.toml": []byte("mac = \"52:54:00:00:00:01\"\n"),
+		"files/a.conf": []byte("conf"),
+		"files/b.conf": []byte("conf"),
+	}
+	if got, want := Digest(files), w.Fingerprint(); got != want {
+		t.Errorf("Digest = %s, want the watcher's fingerprint %s", got, want)
+	}
+	files["files/b.conf"] = []byte("other")
+	if got, want := Digest(files), w.Fingerprint(); got == want {
+		t.Errorf("Digest of other content = the watcher's fingerprint %s", want)
+	}
+}

@@ -1,6 +1,8 @@
 // Package api is the daemon's operator surface over HTTP: a JSON API (/api/v1/status, /hosts,
 // /hosts/{name}, /events, /plan), Prometheus metrics (/metrics) and a read-only status page
-// (/), server-rendered and refreshing itself, readable on a phone.
+// (/), server-rendered and refreshing itself, readable on a phone. /api/v1/backup streams a
+// backup archive (package daemon/backup), to the appliance itself only: it holds the site and
+// the token hashes.
 //
 // It reads the state and the site the daemon runs; it changes nothing. Client is the other end
 // of the JSON API, for the CLI: typed calls with errors that say what to do.
@@ -39,6 +41,8 @@ type Config struct {
 	// Ephemeral says why the appliance forgets what it learns at reboot ("" when it keeps it
 	// on its data disk); the status and the page show it.
 	Ephemeral string
+	// Backup, when set, prepares a backup archive for /api/v1/backup.
+	Backup func(ctx context.Context) (Archive, error)
 }
 
 type server struct {
@@ -64,6 +68,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /api/v1/hosts/{name}", s.host)
 	mux.HandleFunc("GET /api/v1/events", s.events)
 	mux.HandleFunc("GET /api/v1/plan", s.plan)
+	mux.HandleFunc("GET /api/v1/backup", s.backup)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /{$}", s.page)
 	return mux, nil

@@ -3,8 +3,10 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -105,6 +107,58 @@ func (h Host) record() state.Host {
 		Spec: h.Spec, Containers: h.Containers}
 }
 
+// Backup streams a backup archive of the appliance (package daemon/backup) into w and returns
+// how many bytes it wrote. The daemon serves backups to the appliance itself only: asked from
+// elsewhere it answers 403, a *StatusError. The call is bounded by ctx alone, not by
+// DefaultTimeout: an archive with a large upper store takes a while. It does not check the
+// archive: a daemon that fails midway cuts it short, which backup.Verify tells.
+func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	const path = "/api/v1/backup"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return 0, fmt.Errorf("asking the daemon at %s: %w", c.shown, err)
+	}
+	hc := *c.hc
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, c.unanswered(ctx, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		msg := strings.TrimSpace(string(body))
+		var e ErrorAnswer
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		if len(msg) > maxMessage {
+			msg = strings.ToValidUTF8(msg[:maxMessage], "") + " …"
+		}
+		return 0, &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: msg}
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("copying the backup from the daemon at %s: %w", c.shown, err)
+	}
+	return n, nil
+}
+
+// Unreachable reports whether err says that no daemon answered at all (nothing listens at the
+// address, or no route to it), as opposed to an answer that was an error.
+func Unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// unanswered is the error of a call that got no answer.
+func (c *Client) unanswered(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("asking the daemon at %s: %w", c.shown, ctx.Err())
+	}
+	return fmt.Errorf("asking the daemon at %s: %w (is cairn daemon running? systemctl status cairn)", c.shown, err)
+}
+
 // get fetches path (with its query) into v.
 func (c *Client) get(ctx context.Context, path string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
@@ -114,10 +168,7 @@ func (c *Client) get(ctx context.Context, path string, v any) error {
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("asking the daemon at %s: %w", c.shown, ctx.Err())
-		}
-		return fmt.Errorf("asking the daemon at %s: %w (is cairn daemon running? systemctl status cairn)", c.shown, err)
+		return c.unanswered(ctx, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))

@@ -42,6 +42,11 @@ type converger struct {
 	mu  sync.Mutex
 	cur api.Current
 
+	// between is held by each load: a backup takes it to copy the state and the site as one
+	// load left them. loaded (under mu) is closed when a load ends (backup.go).
+	between sync.Mutex
+	loaded  chan struct{}
+
 	// beat is when the loop last went round (unix nanoseconds): the watchdog is fed only while
 	// it is recent, so a wedged loop gets the daemon restarted.
 	beat atomic.Int64
@@ -81,6 +86,9 @@ func (c *converger) alive(d time.Duration) bool {
 // With resume (the daemon's first load), a site whose fingerprint is the one last applied in
 // full, and that plans no change, makes no new generation.
 func (c *converger) load(ctx context.Context, ch watch.Change, resume bool) {
+	c.between.Lock()
+	defer c.between.Unlock()
+	defer c.loadDone()
 	reason, fingerprint := ch.Reason, ch.Fingerprint
 	if ch.All {
 		c.loader.Forget()

@@ -195,7 +195,8 @@ func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger
 		return nil, nil, nil, err
 	}
 	conv := newConverger(w, st, log, notify)
-	a, err := api.New(api.Config{Store: st, Current: conv.Current, Log: log, Version: opts.Version, Ephemeral: ephemeral})
+	a, err := api.New(api.Config{Store: st, Current: conv.Current, Log: log, Version: opts.Version, Ephemeral: ephemeral,
+		Backup: conv.backup(st, cfg.Upper, filepath.Dir(cfg.State), opts.Version)})
 	if err != nil {
 		_ = st.Close()
 		return nil, nil, nil, err

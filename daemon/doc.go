@@ -14,5 +14,9 @@
 // The site is loaded and applied before the daemon tells systemd READY=1 and prints its ready
 // line. A service that fails stops the daemon with its error; a clean stop returns nil.
 //
+// The API's backup (package daemon/backup) takes the state and a copy of the site between two
+// loads of the converger, and again after the next load until the site copied is the one the
+// state last loaded, so that the two restore as a pair.
+//
 // It does not yet run DHCP, TFTP or HTTP boot, nor serve the agent API: hosts stay pending.
 package daemon

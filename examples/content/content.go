@@ -19,6 +19,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -58,8 +59,11 @@ var epoch = time.Unix(1735689600, 0).UTC() // 2025-01-01: every date in the stan
 func Serve(ctx context.Context, tmp string) error {
 	// An upstream registry that takes pushes (cairn's own takes none): go-containerregistry's,
 	// its blobs in tmp.
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)),
-		registry.WithBlobHandler(registry.NewDiskBlobHandler(filepath.Join(tmp, "blobs"))))
+	blobs := filepath.Join(tmp, "blobs")
+	if err := os.MkdirAll(blobs, 0o700); err != nil {
+		return err
+	}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithBlobHandler(registry.NewDiskBlobHandler(blobs)))
 	osImage, err := OSImage()
 	if err != nil {
 		return err

@@ -1,8 +1,13 @@
 package content
 
 import (
+	"context"
+	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
@@ -45,4 +50,42 @@ func TestImagesValidate(t *testing.T) {
 			t.Errorf("Image(%s): %v", ref, err)
 		}
 	}
+}
+
+// TestServe serves the content as the demo and the VM tier do, and pulls every image back.
+func TestServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := Serve(ctx, t.TempDir()); err != nil {
+		if strings.Contains(err.Error(), "taken") {
+			t.Skip(err) // the demo or the VM tier serves it right now
+		}
+		t.Fatal(err)
+	}
+	for _, ref := range Images {
+		want, err := Image(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := name.ParseReference(Addr+"/"+ref, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := remote.Image(r, remote.WithContext(ctx))
+		if err != nil {
+			t.Fatalf("pulling %s: %v", r, err)
+		}
+		if gd, _ := got.Digest(); gd != mustDigest(t, want) {
+			t.Errorf("%s served with digest %s, want %s", ref, gd, mustDigest(t, want))
+		}
+	}
+}
+
+func mustDigest(t *testing.T, img v1.Image) v1.Hash {
+	t.Helper()
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

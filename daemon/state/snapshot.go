@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 )
@@ -46,4 +47,20 @@ func (sn *Snapshot) Close() error {
 	}
 	sn.done = true
 	return sn.tx.tx.Rollback()
+}
+
+// Count says how many hosts and events the snapshot holds and the Seq of the newest event,
+// without decoding them.
+func (sn *Snapshot) Count() (hosts, events int, last uint64) {
+	tx := sn.tx.tx
+	c := tx.Bucket(bucketHosts).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		hosts++
+	}
+	c = tx.Bucket(bucketEvents).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		events++
+		last = binary.BigEndian.Uint64(k)
+	}
+	return hosts, events, last
 }

@@ -50,6 +50,9 @@ func TestSnapshot(t *testing.T) {
 	if err := sn.View(func(tx Tx) (err error) { seen, err = tx.Hosts(); return err }); err != nil || len(seen) != 1 {
 		t.Errorf("the snapshot's hosts = %v, %v; want a alone", seen, err)
 	}
+	if hosts, events, last := sn.Count(); hosts != 1 || events != 1 || last != 1 {
+		t.Errorf("Count() = %d hosts, %d events up to %d; want 1, 1, 1", hosts, events, last)
+	}
 	if err := sn.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -90,18 +90,19 @@ func (r *siteReader) walk(rel string, open map[string]bool) error {
 		}
 		p := path.Join(rel, e.Name())
 		fp := filepath.Join(r.root, filepath.FromSlash(p))
-		real := fp
-		if e.Type()&fs.ModeSymlink != 0 {
+		real, mode := fp, e.Type()
+		if mode&fs.ModeSymlink != 0 {
 			if real, err = r.resolve(p, fp); err != nil {
 				return err
 			}
-		}
-		info, err := os.Stat(real)
-		if err != nil {
-			return fmt.Errorf("reading the site: %w", err)
+			info, err := os.Stat(real)
+			if err != nil {
+				return fmt.Errorf("reading the site: %w", err)
+			}
+			mode = info.Mode()
 		}
 		switch {
-		case info.IsDir():
+		case mode.IsDir():
 			if open[real] {
 				return fmt.Errorf("site file %s is a symlink that loops back to a directory above it; a backup cannot copy it: remove it", p)
 			}
@@ -111,7 +112,7 @@ func (r *siteReader) walk(rel string, open map[string]bool) error {
 				return err
 			}
 			delete(open, real)
-		case info.Mode().IsRegular():
+		case mode.IsRegular():
 			b, err := os.ReadFile(real)
 			if err != nil {
 				return fmt.Errorf("reading the site: %w", err)

@@ -53,25 +53,13 @@ func Take(ctx context.Context, st *state.Bolt, siteDir string) (_ *Snapshot, err
 
 // summarise counts what the state holds.
 func (s *Snapshot) summarise() error {
-	return s.state.View(func(tx state.Tx) error {
-		g, err := tx.Generation()
-		if err != nil {
-			return err
-		}
-		hosts, err := tx.Hosts()
-		if err != nil {
-			return err
-		}
-		events, err := tx.Events(0, 0)
-		if err != nil {
-			return err
-		}
-		s.Summary = Summary{Hosts: len(hosts), Events: len(events), Generation: g}
-		if len(events) > 0 {
-			s.Summary.LastEvent = events[len(events)-1].Seq
-		}
-		return nil
-	})
+	var g state.Generation
+	if err := s.state.View(func(tx state.Tx) (err error) { g, err = tx.Generation(); return err }); err != nil {
+		return err
+	}
+	s.Summary = Summary{Generation: g}
+	s.Summary.Hosts, s.Summary.Events, s.Summary.LastEvent = s.state.Count()
+	return nil
 }
 
 // Matches reports whether the site copied is the one the state last loaded (attempted): its

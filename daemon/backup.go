@@ -51,6 +51,7 @@ func (c *converger) snapshot(ctx context.Context, st *state.Bolt) (*backup.Snaps
 			return snap, nil
 		}
 		_ = snap.Close()
+		c.log.Info("backup: the site has an edit not loaded yet; taking it again after the next load")
 		select {
 		case <-next:
 		case <-ctx.Done():

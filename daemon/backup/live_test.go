@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -27,14 +28,33 @@ type quiet struct{}
 func (quiet) Notify(string) (bool, error)     { return false, nil }
 func (quiet) WatchdogInterval() time.Duration { return 0 }
 
-// startDaemon runs the real daemon on cfg and returns its address once it is ready.
-func startDaemon(t *testing.T, cfg daemon.Config) (addr string, stop func() error) {
+// logBuffer keeps the daemon's log.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startDaemon runs the real daemon on cfg, logging into log, and returns its address once it
+// is ready.
+func startDaemon(t *testing.T, cfg daemon.Config, log io.Writer) (addr string, stop func() error) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- daemon.Run(ctx, cfg, daemon.Options{Stdout: pw, Notifier: quiet{}, Version: "test"})
+		done <- daemon.Run(ctx, cfg, daemon.Options{Stdout: pw, Notifier: quiet{}, Version: "test", Log: slog.New(slog.NewTextHandler(log, nil))})
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
@@ -102,7 +122,8 @@ func TestBackupWhileDaemonApplies(t *testing.T) {
 	cfg := daemon.Config{Store: medium, Site: seed, Listen: "127.0.0.1:0", SiteDir: filepath.Join(data, "site"),
 		State: filepath.Join(data, "state.db"), Upper: filepath.Join(data, "store"), DataDir: data}
 	airgaptest.SealedStore(t, cfg.Upper, "example.com/extra:1")
-	addr, stop := startDaemon(t, cfg)
+	var log logBuffer
+	addr, stop := startDaemon(t, cfg, &log)
 	c, err := api.NewClient("http://"+addr, nil)
 	must(t, err)
 
@@ -164,7 +185,8 @@ func TestBackupWhileDaemonApplies(t *testing.T) {
 		}
 		sameTree(t, cfg.Upper, dst.Store)
 	}
-	t.Logf("%d edits during %d backups; generations restored: %v", r.edits, len(archives), gens)
+	t.Logf("%d edits during %d backups, which waited %d times for an edit to be loaded; generations restored: %v",
+		r.edits, len(archives), strings.Count(log.String(), "taking it again after the next load"), gens)
 	if len(gens) < 2 {
 		t.Errorf("every backup holds the same generation (%v): the daemon was not applying edits meanwhile", gens)
 	}

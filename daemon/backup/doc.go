@@ -22,7 +22,9 @@
 // Take copies the state and the site together; run it between two loads of the site (the
 // daemon does, under its converger's lock) so that the state is the one that load left and
 // Matches can tell whether the site copied is the one it loaded. Detach moves the state out of
-// its read transaction before a slow write, and Snapshot.Write writes the archive.
+// its read transaction before a slow write, and Snapshot.Write writes the archive. FromFiles
+// does all of it for a stopped appliance. Verify, and a Verifier an archive is written
+// through, check an archive against its manifest without restoring it.
 //
 // Restore reads an archive whole into temporary directories beside its destination, checking
 // every entry against the manifest, and only then moves the state file, the site and the

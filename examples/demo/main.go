@@ -83,12 +83,12 @@ func run(ctx context.Context, cairn, out string, port int, boot bool) error {
 	if !boot {
 		return nil
 	}
-	return bootISO(ctx, iso, out, port, store)
+	return bootISO(ctx, cairn, iso, out, port, store)
 }
 
 // bootISO boots the ISO in QEMU (TCG, the ISO as a CD-ROM, the registry forwarded to
 // 127.0.0.1:port), waits for the daemon's ready line, and pulls an image through it.
-func bootISO(ctx context.Context, iso, out string, port int, store string) error {
+func bootISO(ctx context.Context, cairn, iso, out string, port int, store string) error {
 	serial, pidfile := filepath.Join(out, "serial.log"), filepath.Join(out, "qemu.pid")
 	if b, err := os.ReadFile(pidfile); err == nil { // a VM from an earlier demo
 		var pid int
@@ -98,12 +98,28 @@ func bootISO(ctx context.Context, iso, out string, port int, store string) error
 		}
 	}
 	_ = os.Remove(serial)
+	// The appliance keeps what it learns on a data disk; the demo's is an image file, prepared
+	// once as an operator would, and kept across runs (remove it for a fresh appliance).
+	disk := filepath.Join(out, "data.img")
+	if _, err := os.Stat(disk); errors.Is(err, os.ErrNotExist) {
+		step("cairn appliance data init %s: the appliance's data disk (4 GiB, sparse)", disk)
+		if err := makeSparse(disk, 4<<30); err != nil {
+			return err
+		}
+		if err := sh(ctx, cairn, "appliance", "data", "init", disk); err != nil {
+			_ = os.Remove(disk)
+			return err
+		}
+	} else {
+		fmt.Printf("data disk %s: kept from an earlier run, with what the appliance learnt (remove it for a fresh one)\n", disk)
+	}
 	step("booting %s in QEMU (TCG): serial console in %s", iso, serial)
 	// One vCPU: under TCG, a guest kernel patching its own code while a second vCPU runs it
 	// can crash in early boot (see vmtest.Options).
 	args := []string{"-machine", "q35", "-accel", "tcg", "-m", "2048", "-smp", "1",
 		"-display", "none", "-monitor", "none", "-serial", "file:" + serial,
 		"-drive", "if=none,id=boot,media=cdrom,readonly=on,format=raw,file=" + iso, "-device", "ide-cd,drive=boot,bootindex=0",
+		"-drive", "if=none,id=data,format=raw,file=" + disk, "-device", "virtio-blk-pci,drive=data,serial=cairn-data",
 		"-netdev", fmt.Sprintf("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:5000", port), "-device", "virtio-net-pci,netdev=net0",
 		"-daemonize", "-pidfile", pidfile}
 	if err := sh(ctx, "qemu-system-x86_64", args...); err != nil {
@@ -145,9 +161,10 @@ func bootISO(ctx context.Context, iso, out string, port int, store string) error
 	step("the appliance is running")
 	fmt.Printf(`  registry      http://127.0.0.1:%[1]d/v2/  (e.g. skopeo inspect --tls-verify=false docker://%[2]s)
   serial log    %[3]s
+  data disk     %[7]s (its state, its site; kept across runs)
   store, ISO    %[4]s, %[5]s (dd the ISO to a USB stick, or burn it, to boot real hardware)
   stop the VM   kill $(cat %[6]s)
-`, port, ref, serial, store, iso, filepath.Join(out, "qemu.pid"))
+`, port, ref, serial, store, iso, filepath.Join(out, "qemu.pid"), disk)
 	return nil
 }
 
@@ -182,4 +199,17 @@ func sh(ctx context.Context, name string, args ...string) error {
 		return fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
 	}
 	return nil
+}
+
+// makeSparse creates a file of size bytes that takes no space until written.
+func makeSparse(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(size); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -16,11 +16,13 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/cairn-appliance/cairn/site"
 )
 
 // SchemaVersion is the layout of the state file this cairn writes. Opening an older file
 // migrates it; opening a newer one is refused.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 var (
 	bucketMeta   = []byte("meta")
@@ -30,6 +32,9 @@ var (
 	bucketHostEvents = []byte("host-events")
 	keySchema        = []byte("schema")
 	keyGen           = []byte("generation")
+
+	// bucketLeases holds the DHCP leases: canonical MAC -> Lease as JSON.
+	bucketLeases = []byte("leases")
 )
 
 // migrations[i] takes a file from schema i to i+1, inside one transaction.
@@ -54,6 +59,10 @@ var migrations = []func(*bolt.Tx) error{
 			}
 			return idx.Put(hostEventKey(host, binary.BigEndian.Uint64(k)), nil)
 		})
+	},
+	2: func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketLeases)
+		return err
 	},
 }
 
@@ -476,4 +485,52 @@ func (t *boltTx) Latest(n int, host string) ([]Event, error) {
 	}
 	slices.Reverse(out)
 	return out, nil
+}
+
+func (t *boltTx) Lease(mac site.MAC) (Lease, bool, error) {
+	v := t.tx.Bucket(bucketLeases).Get([]byte(mac.String()))
+	if v == nil {
+		return Lease{}, false, nil
+	}
+	var l Lease
+	if err := json.Unmarshal(v, &l); err != nil {
+		return Lease{}, false, fmt.Errorf("state: lease of %s: %w", mac, err)
+	}
+	return l, true, nil
+}
+
+func (t *boltTx) Leases() ([]Lease, error) {
+	var out []Lease
+	err := t.tx.Bucket(bucketLeases).ForEach(func(k, v []byte) error {
+		var l Lease
+		if err := json.Unmarshal(v, &l); err != nil {
+			return fmt.Errorf("state: lease of %s: %w", k, err)
+		}
+		out = append(out, l)
+		return nil
+	})
+	return out, err // bbolt iterates in key order, and canonical MACs sort as their bytes do
+}
+
+func (t *boltTx) PutLease(l Lease) error {
+	if !t.writable {
+		return ErrReadOnly
+	}
+	if err := l.check(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	t.rec.ch.Leases = true
+	return t.tx.Bucket(bucketLeases).Put([]byte(l.MAC.String()), b)
+}
+
+func (t *boltTx) DeleteLease(mac site.MAC) error {
+	if !t.writable {
+		return ErrReadOnly
+	}
+	t.rec.ch.Leases = true
+	return t.tx.Bucket(bucketLeases).Delete([]byte(mac.String()))
 }

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/cairn-appliance/cairn/site"
 )
 
 // Memory is a Store in memory: for tests, and for plans against an empty state.
@@ -23,10 +26,11 @@ type memData struct {
 	gen    Generation
 	events []Event
 	seq    uint64
+	leases map[site.MAC]Lease
 }
 
 func (d memData) clone() memData {
-	return memData{hosts: maps.Clone(d.hosts), gen: d.gen, events: slices.Clone(d.events), seq: d.seq}
+	return memData{hosts: maps.Clone(d.hosts), gen: d.gen, events: slices.Clone(d.events), seq: d.seq, leases: maps.Clone(d.leases)}
 }
 
 // NewMemory returns an empty in-memory store keeping retention events (0: DefaultRetention).
@@ -34,7 +38,7 @@ func NewMemory(retention int) *Memory {
 	if retention <= 0 {
 		retention = DefaultRetention
 	}
-	return &Memory{data: memData{hosts: map[string]Host{}}, retention: retention}
+	return &Memory{data: memData{hosts: map[string]Host{}, leases: map[site.MAC]Lease{}}, retention: retention}
 }
 
 // View implements Store.
@@ -156,4 +160,36 @@ func (t *memTx) Latest(n int, host string) ([]Event, error) {
 	}
 	slices.Reverse(out)
 	return out, nil
+}
+
+func (t *memTx) Lease(mac site.MAC) (Lease, bool, error) {
+	l, ok := t.d.leases[mac]
+	return l, ok, nil
+}
+
+func (t *memTx) Leases() ([]Lease, error) {
+	leases := slices.Collect(maps.Values(t.d.leases))
+	slices.SortFunc(leases, func(a, b Lease) int { return bytes.Compare(a.MAC[:], b.MAC[:]) })
+	return leases, nil
+}
+
+func (t *memTx) PutLease(l Lease) error {
+	if !t.writable {
+		return ErrReadOnly
+	}
+	if err := l.check(); err != nil {
+		return err
+	}
+	t.d.leases[l.MAC] = l
+	t.rec.ch.Leases = true
+	return nil
+}
+
+func (t *memTx) DeleteLease(mac site.MAC) error {
+	if !t.writable {
+		return ErrReadOnly
+	}
+	delete(t.d.leases, mac)
+	t.rec.ch.Leases = true
+	return nil
 }

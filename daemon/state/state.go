@@ -1,6 +1,7 @@
 // Package state is what the daemon remembers between restarts: every host with its lifecycle
-// phase, hashed tokens, the site generations last applied and last attempted, and an
-// append-only event log with retention, indexed by host. Every change is one transaction, so
+// phase, hashed tokens, the site generations last applied and last attempted, an
+// append-only event log with retention, indexed by host, and the DHCP leases of machines that
+// got a pool address (package daemon/dhcp). Every change is one transaction, so
 // a daemon killed at any point restarts into a consistent state. Subscribe tells a reader what
 // each committed transaction changed, so that it need not poll; nothing in the daemon
 // subscribes yet.
@@ -14,9 +15,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/cairn-appliance/cairn/site"
 )
 
 // Phase is where a host is in its life.
@@ -79,6 +84,28 @@ type Event struct {
 	Message string    `json:"message"`
 }
 
+// Lease is an address the DHCP service leased to a machine from the site's dhcp_range, kept
+// so that a restarted daemon hands every machine the address it had, and never hands out one
+// that a machine may still use.
+type Lease struct {
+	MAC      site.MAC   `json:"mac"`
+	IP       netip.Addr `json:"ip"`
+	Expiry   time.Time  `json:"expiry"`
+	Hostname string     `json:"hostname,omitempty"` // the name the machine asked for (DHCP option 12)
+}
+
+// check refuses a lease that could not be read back: a MAC that no network card has, or an
+// address that is not IPv4.
+func (l Lease) check() error {
+	if l.MAC.IsZero() || l.MAC[0]&1 == 1 {
+		return fmt.Errorf("state: lease of %s: not a network card's MAC", l.MAC)
+	}
+	if !l.IP.Is4() {
+		return fmt.Errorf("state: lease of %s: %v is not an IPv4 address", l.MAC, l.IP)
+	}
+	return nil
+}
+
 // Tx is one transaction. Reads see the transaction's own writes. The hosts it returns may share
 // their Spec and Containers bytes with the store's cache: replace them, never change them in place.
 type Tx interface {
@@ -95,6 +122,10 @@ type Tx interface {
 	Events(after uint64, limit int) ([]Event, error)
 	// Latest returns the newest n events (of host only, when host is not ""), oldest first.
 	Latest(n int, host string) ([]Event, error)
+	Lease(mac site.MAC) (Lease, bool, error)
+	Leases() ([]Lease, error) // sorted by MAC
+	PutLease(l Lease) error
+	DeleteLease(mac site.MAC) error
 }
 
 // Store keeps the state.
@@ -115,14 +146,15 @@ type Change struct {
 	Hosts      []string // hosts written or deleted, sorted
 	Generation bool
 	Events     bool
+	Leases     bool
 }
 
-func (c Change) empty() bool { return len(c.Hosts) == 0 && !c.Generation && !c.Events }
+func (c Change) empty() bool { return len(c.Hosts) == 0 && !c.Generation && !c.Events && !c.Leases }
 
 func (c Change) merge(o Change) Change {
 	hosts := append(slices.Clone(c.Hosts), o.Hosts...)
 	slices.Sort(hosts)
-	return Change{Hosts: slices.Compact(hosts), Generation: c.Generation || o.Generation, Events: c.Events || o.Events}
+	return Change{Hosts: slices.Compact(hosts), Generation: c.Generation || o.Generation, Events: c.Events || o.Events, Leases: c.Leases || o.Leases}
 }
 
 // ErrReadOnly is returned by Update in a read-only transaction or store.

@@ -5,12 +5,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/cairn-appliance/cairn/site"
 )
 
 // stores opens one of each implementation, so that every test runs against both.
@@ -290,6 +293,110 @@ func TestRetentionDropsIndex(t *testing.T) {
 	_ = s.db.View(func(tx *bolt.Tx) error {
 		if n := tx.Bucket(bucketHostEvents).Stats().KeyN; n != 3 {
 			t.Errorf("the index holds %d entries, want the 3 events kept", n)
+		}
+		return nil
+	})
+}
+
+func TestLeases(t *testing.T) {
+	forEach(t, 0, func(t *testing.T, s Store) {
+		mac := func(last byte) site.MAC { return site.MAC{0x52, 0x54, 0, 0, 0, last} }
+		exp := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		changes, cancel := s.Subscribe()
+		defer cancel()
+		err := s.Update(ctx, func(tx Tx) error {
+			for _, l := range []Lease{
+				{MAC: mac(2), IP: netip.MustParseAddr("192.0.2.101"), Expiry: exp, Hostname: "b"},
+				{MAC: mac(1), IP: netip.MustParseAddr("192.0.2.100"), Expiry: exp},
+				{MAC: mac(3), IP: netip.MustParseAddr("192.0.2.102"), Expiry: exp},
+			} {
+				if err := tx.PutLease(l); err != nil {
+					return err
+				}
+			}
+			if l, ok, err := tx.Lease(mac(2)); err != nil || !ok || l.Hostname != "b" {
+				return fmt.Errorf("a lease written is not visible in its own transaction: %+v, %v, %w", l, ok, err)
+			}
+			return tx.DeleteLease(mac(3))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case c := <-changes:
+			if !c.Leases {
+				t.Errorf("change = %+v, want Leases", c)
+			}
+		case <-time.After(time.Second):
+			t.Error("no change delivered for leases")
+		}
+		_ = s.View(ctx, func(tx Tx) error {
+			all, err := tx.Leases()
+			if err != nil || len(all) != 2 || all[0].MAC != mac(1) || all[1].MAC != mac(2) {
+				t.Errorf("Leases() = %+v, %v; want the leases of ...:01 and ...:02 in order", all, err)
+			}
+			l, ok, err := tx.Lease(mac(2))
+			if err != nil || !ok || l.IP != netip.MustParseAddr("192.0.2.101") || !l.Expiry.Equal(exp) || l.Hostname != "b" {
+				t.Errorf("Lease(...:02) = %+v, %v, %v", l, ok, err)
+			}
+			if _, ok, _ := tx.Lease(mac(3)); ok {
+				t.Error("a deleted lease is still there")
+			}
+			if err := tx.PutLease(Lease{MAC: mac(4), IP: netip.MustParseAddr("192.0.2.1")}); !errors.Is(err, ErrReadOnly) {
+				t.Errorf("PutLease in View = %v, want ErrReadOnly", err)
+			}
+			return nil
+		})
+		// A lease that could not be read back is refused.
+		for _, bad := range []Lease{
+			{MAC: site.MAC{}, IP: netip.MustParseAddr("192.0.2.1")},
+			{MAC: site.MAC{1, 0, 0x5e, 0, 0, 1}, IP: netip.MustParseAddr("192.0.2.1")},
+			{MAC: mac(9), IP: netip.MustParseAddr("2001:db8::1")},
+			{MAC: mac(9)},
+		} {
+			if err := s.Update(ctx, func(tx Tx) error { return tx.PutLease(bad) }); err == nil {
+				t.Errorf("PutLease(%+v) = nil, want an error", bad)
+			}
+		}
+	})
+}
+
+// TestSchema2Migrates opens a file of schema 2, which had no leases, and checks that the
+// migration adds their bucket and keeps the rest.
+func TestSchema2Migrates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Update(ctx, func(tx Tx) error { return tx.PutHost(Host{Name: "kept"}) })
+	_ = s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketLeases); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, 2))
+	})
+	_ = db.Close()
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open(schema 2) = %v", err)
+	}
+	defer s.Close()
+	l := Lease{MAC: site.MAC{0x52, 0x54, 0, 0, 0, 1}, IP: netip.MustParseAddr("192.0.2.100"), Expiry: time.Now().UTC()}
+	if err := s.Update(ctx, func(tx Tx) error { return tx.PutLease(l) }); err != nil {
+		t.Fatalf("PutLease after migrating: %v", err)
+	}
+	_ = s.View(ctx, func(tx Tx) error {
+		if _, ok, _ := tx.Host("kept"); !ok {
+			t.Error("the migration lost a host")
+		}
+		if all, err := tx.Leases(); err != nil || len(all) != 1 {
+			t.Errorf("after migrating, Leases() = %+v, %v; want the one written", all, err)
 		}
 		return nil
 	})

@@ -59,6 +59,14 @@ type Host struct {
 
 	ProvisionTokenHash string `json:"provision_token_hash,omitempty"` // one-time, for the netboot agent
 	HostTokenHash      string `json:"host_token_hash,omitempty"`      // for the host agent
+	// ProvisionTokenSpent is the hash of the provisioning token the last attempt ended with
+	// (done or failed), so that the agent API can tell a reused token from a wrong one.
+	ProvisionTokenSpent string `json:"provision_token_spent,omitempty"`
+
+	// Inventory is what the netboot agent last reported of the machine (agent/api.Inventory,
+	// as JSON), and Message the last thing its agent said (a step, a failure).
+	Inventory json.RawMessage `json:"inventory,omitempty"`
+	Message   string          `json:"message,omitempty"`
 
 	Updated time.Time `json:"updated"`
 }
@@ -107,7 +115,7 @@ func (l Lease) check() error {
 }
 
 // Tx is one transaction. Reads see the transaction's own writes. The hosts it returns may share
-// their Spec and Containers bytes with the store's cache: replace them, never change them in place.
+// their Spec, Containers and Inventory bytes with the store's cache: replace them, never change them in place.
 type Tx interface {
 	Host(name string) (Host, bool, error)
 	Hosts() ([]Host, error) // sorted by name

@@ -196,8 +196,8 @@ func bootAndPull(t *testing.T, fw Firmware, media Media) {
 	vm.Start()
 	line := vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
 	t.Logf("%s from a %s: cairn.service ready %s after power-on", fw, media, vm.Uptime().Round(time.Second))
-	if !strings.Contains(line, "artifacts=4") || !strings.Contains(line, "/cairn/store") {
-		t.Errorf("ready line %q: want it to serve the 4 artifacts of the medium's /cairn/store", line)
+	if !strings.Contains(line, "artifacts=7") || !strings.Contains(line, "/cairn/store") {
+		t.Errorf("ready line %q: want it to serve the 7 artifacts of the medium's /cairn/store", line)
 	}
 	addr := vm.Addr(5000)
 

@@ -1,10 +1,12 @@
-// Package content makes, with no network, everything examples/build.toml names: stand-in
-// container images for the example site's roles, pushed to a registry on loopback, and a
-// stand-in OS image served over HTTP beside it. Every byte is generated deterministically, so
-// the digests build.toml and build.lock pin stay valid.
+// Package content serves on loopback everything examples/build.toml names: stand-in container
+// images for the example site's roles, pushed to a registry, and beside it over HTTP a
+// stand-in OS image and the iPXE binaries of Debian trixie's ipxe package.
 //
-// The stand-ins carry cairn's pipeline (pull, store, serve) but run nothing: each image is one
-// layer holding a README, and the OS image is a blank disk with a partition table.
+// The stand-ins are generated here, deterministically, so the digests build.toml and
+// build.lock pin stay valid; they carry cairn's pipeline (pull, store, serve) but run
+// nothing: each image is one layer holding a README, and the OS image is a blank disk with a
+// partition table. The iPXE binaries are real, since hosts boot them: they come out of
+// trixie's package, fetched once from the Debian mirror into a cache (see IPXE).
 package content
 
 import (
@@ -54,8 +56,8 @@ const (
 var epoch = time.Unix(1735689600, 0).UTC() // 2025-01-01: every date in the stand-ins
 
 // Serve starts the content server on Addr: a registry (in-process, writable, its blobs in a
-// temporary directory) with the stand-in images pushed to it, and the OS image under
-// /files/. It serves until ctx ends.
+// temporary directory) with the stand-in images pushed to it, the OS image under /files/ and
+// the iPXE binaries under /files/ipxe/. It serves until ctx ends.
 func Serve(ctx context.Context, tmp string) error {
 	// An upstream registry that takes pushes (cairn's own takes none): go-containerregistry's,
 	// its blobs in tmp.
@@ -68,10 +70,22 @@ func Serve(ctx context.Context, tmp string) error {
 	if err != nil {
 		return err
 	}
+	ipxe, err := IPXE(ctx)
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", reg)
 	mux.HandleFunc("GET "+OSImagePath, func(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, OSImagePath, epoch, bytes.NewReader(osImage))
+	})
+	mux.HandleFunc("GET "+IPXEPath+"{name}", func(w http.ResponseWriter, r *http.Request) {
+		b, ok := ipxe[r.PathValue("name")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, r.PathValue("name"), epoch, bytes.NewReader(b))
 	})
 	ln, err := net.Listen("tcp", Addr)
 	if err != nil {

@@ -1,7 +1,13 @@
 package content
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -9,6 +15,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/ulikunitz/xz"
+
+	"github.com/cairn-appliance/cairn/build"
 )
 
 // TestOSImageDigest keeps OSImageSHA256 (which examples/build.toml pins) equal to what OSImage
@@ -79,6 +88,17 @@ func TestServe(t *testing.T) {
 			t.Errorf("%s served with digest %s, want %s", ref, gd, mustDigest(t, want))
 		}
 	}
+	for _, b := range IPXEBinaries {
+		resp, err := http.Get("http://" + Addr + IPXEPath + b.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || SHA256(body) != b.SHA256 {
+			t.Errorf("GET %s%s: %s, %d bytes of sha256 %s, %v; want %s", IPXEPath, b.Name, resp.Status, len(body), SHA256(body), err, b.SHA256)
+		}
+	}
 }
 
 func mustDigest(t *testing.T, img v1.Image) v1.Hash {
@@ -88,4 +108,111 @@ func mustDigest(t *testing.T, img v1.Image) v1.Hash {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestIPXEBinaries keeps the pins in step: trixie's ipxe package (fetched once into the cache)
+// holds binaries with the sha256 of IPXEBinaries, and examples/build.toml carries each as a
+// netboot artifact of type ipxe, from Serve, with the same sha256.
+func TestIPXEBinaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fetches trixie's ipxe package from the Debian mirror unless it is cached")
+	}
+	files, err := IPXE(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := build.LoadConfig("../build.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range IPXEBinaries {
+		if got := SHA256(files[b.Name]); got != b.SHA256 {
+			t.Errorf("%s: sha256 %s, want %s", b.Name, got, b.SHA256)
+		}
+		i := slices.IndexFunc(cfg.Netboot, func(n build.Netboot) bool { return n.Name == b.Name })
+		if i < 0 {
+			t.Errorf("examples/build.toml carries no [[netboot]] named %s", b.Name)
+			continue
+		}
+		n := cfg.Netboot[i]
+		if n.Type != "ipxe" || n.SHA256 != b.SHA256 || n.Source != "http://"+Addr+IPXEPath+b.Name {
+			t.Errorf("examples/build.toml's %s: type %s, source %s, sha256 %s; want ipxe, http://%s%s%s, %s", b.Name, n.Type, n.Source, n.SHA256, Addr, IPXEPath, b.Name, b.SHA256)
+		}
+	}
+	if len(cfg.Netboot) != len(IPXEBinaries) {
+		t.Errorf("examples/build.toml has %d [[netboot]], want the %d iPXE binaries", len(cfg.Netboot), len(IPXEBinaries))
+	}
+}
+
+// TestDebFiles reads files out of a .deb made here, and refuses one whose content is not
+// what the pin says.
+func TestDebFiles(t *testing.T) {
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	add := func(h *tar.Header, body string) {
+		h.Size = int64(len(body))
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(&tar.Header{Name: "./usr/lib/ipxe/", Typeflag: tar.TypeDir, Mode: 0o755}, "")
+	add(&tar.Header{Name: "./usr/lib/ipxe/ipxe-amd64.efi", Typeflag: tar.TypeReg, Mode: 0o644}, "EFI binary")
+	add(&tar.Header{Name: "./usr/lib/ipxe/ipxe.efi", Typeflag: tar.TypeSymlink, Linkname: "ipxe-amd64.efi"}, "")
+	add(&tar.Header{Name: "./usr/lib/ipxe/undionly.kpxe", Typeflag: tar.TypeReg, Mode: 0o644}, "BIOS binary")
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var xzb bytes.Buffer
+	xw, err := xz.NewWriter(&xzb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := xw.Write(tb.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := xw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var deb bytes.Buffer
+	deb.WriteString("!<arch>\n")
+	member := func(name string, body []byte) {
+		fmt.Fprintf(&deb, "%-16s%-12d%-6d%-6d%-8s%-10d`\n", name, 0, 0, 0, "100644", len(body))
+		deb.Write(body)
+		if len(body)%2 == 1 {
+			deb.WriteByte('\n')
+		}
+	}
+	member("debian-binary", []byte("2.0\n"))
+	member("control.tar.xz", []byte("odd"))
+	member("data.tar.xz", xzb.Bytes())
+
+	want := []IPXEBinary{
+		{"ipxe.efi", "usr/lib/ipxe/ipxe-amd64.efi", SHA256([]byte("EFI binary"))},
+		{"undionly.kpxe", "usr/lib/ipxe/undionly.kpxe", SHA256([]byte("BIOS binary"))},
+	}
+	got, err := debFiles(deb.Bytes(), want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got["ipxe.efi"]) != "EFI binary" || string(got["undionly.kpxe"]) != "BIOS binary" {
+		t.Errorf("debFiles = %q", got)
+	}
+	for _, tc := range []struct {
+		want []IPXEBinary
+		err  string
+	}{
+		{[]IPXEBinary{{"ipxe.efi", "usr/lib/ipxe/ipxe-amd64.efi", SHA256([]byte("other"))}}, "has sha256"},
+		{[]IPXEBinary{{"ipxe.efi", "usr/lib/ipxe/ipxe.efi", ""}}, "not a regular file"},
+		{[]IPXEBinary{{"snponly.efi", "usr/lib/ipxe/snponly.efi", ""}}, "has no usr/lib/ipxe/snponly.efi"},
+	} {
+		if _, err := debFiles(deb.Bytes(), tc.want); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("debFiles(%v) = %v, want an error with %q", tc.want, err, tc.err)
+		}
+	}
+	if _, err := debFiles([]byte("not a deb"), want); err == nil || !strings.Contains(err.Error(), "not a Debian package") {
+		t.Errorf("debFiles of junk = %v", err)
+	}
 }

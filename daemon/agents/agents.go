@@ -296,4 +296,3 @@ func (s *server) serverURL(r *http.Request) string {
 	}
 	return "http://" + r.Host
 }
-

@@ -180,9 +180,19 @@ func step(tx state.Tx, it plan.Item, d plan.Desired, discovered map[site.MAC]str
 		if len(d.Containers) > 0 {
 			h.ContainersGeneration = 1
 		}
-		if old, ok := discovered[d.Host.MAC]; ok && old != it.Host {
-			if err := tx.DeleteHost(old); err != nil {
+		if old, ok := discovered[d.Host.MAC]; ok {
+			// The machine keeps what its agent reported of it.
+			rec, found, err := tx.Host(old)
+			if err != nil {
 				return err
+			}
+			if found {
+				h.Inventory = rec.Inventory
+			}
+			if old != it.Host {
+				if err := tx.DeleteHost(old); err != nil {
+					return err
+				}
 			}
 		}
 		event.Message = "added to the site; waiting to be provisioned"

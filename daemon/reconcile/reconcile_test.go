@@ -277,3 +277,34 @@ func TestBatchKeepsHostsWhole(t *testing.T) {
 		t.Errorf("batch(nil) = %v, want one empty batch", b)
 	}
 }
+
+// TestAdoption: a machine that PXE-booted unknown and reported its inventory becomes the site
+// host that names its MAC, keeping the inventory; the discovered record is gone.
+func TestAdoption(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st := state.NewMemory(0)
+	writeSite(t, dir, 1, "nginx:1.27", "")
+	if _, err := Apply(ctx, st, mustLoad(t, dir), 1, "fp1"); err != nil {
+		t.Fatal(err)
+	}
+	// h0001's MAC, in another form than the site's, as discovery recorded it.
+	inv := json.RawMessage(`{"mac":"52:54:00:00:00:01","disks":[]}`)
+	if err := st.Update(ctx, func(tx state.Tx) error {
+		return tx.PutHost(state.Host{Name: "discovered-525400000001", MAC: "52:54:00:00:00:01", Phase: state.Discovered, Inventory: inv})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	writeSite(t, dir, 2, "nginx:1.27", "")
+	p, err := Apply(ctx, st, mustLoad(t, dir), 2, "fp2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Count(plan.Add) != 1 || !strings.Contains(strings.Join(p.Items[0].Details, " "), "adopts the discovered machine discovered-525400000001") {
+		t.Errorf("plan = %+v, want h0001 added, adopting the discovered machine", p.Items)
+	}
+	hosts := hostsOf(t, st)
+	if len(hosts) != 2 || hosts[1].Name != "h0001" || hosts[1].Phase != state.Pending || string(hosts[1].Inventory) != string(inv) {
+		t.Errorf("hosts after adoption = %+v, want h0000 and h0001 (pending, with the inventory), no discovered record", hosts)
+	}
+}

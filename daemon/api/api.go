@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cairn-appliance/cairn/daemon/agents"
 	"github.com/cairn-appliance/cairn/daemon/plan"
 	"github.com/cairn-appliance/cairn/daemon/state"
 	"github.com/cairn-appliance/cairn/site"
@@ -93,24 +94,29 @@ type Host struct {
 	Phase                state.Phase     `json:"phase"`
 	Reason               string          `json:"reason,omitempty"`
 	Progress             int             `json:"progress,omitempty"`
+	Message              string          `json:"message,omitempty"` // the last thing its agent said
 	Provision            int             `json:"provision"`
 	ContainersGeneration int64           `json:"containers_generation,omitempty"`
 	Updated              time.Time       `json:"updated"`
 	LastEvent            *state.Event    `json:"last_event,omitempty"`
 	Spec                 json.RawMessage `json:"spec,omitempty"`
 	Containers           json.RawMessage `json:"containers,omitempty"`
+	// Snippet is a host file for a discovered machine, ready to paste into hosts/NAME.toml.
+	Snippet string `json:"snippet,omitempty"`
 }
 
 // HostDetail is the answer of /api/v1/hosts/{name}.
 type HostDetail struct {
 	Host
-	Events []state.Event `json:"events"`
+	// Inventory is what the netboot agent last reported (agent/api.Inventory).
+	Inventory json.RawMessage `json:"inventory,omitempty"`
+	Events    []state.Event   `json:"events"`
 }
 
 func view(h state.Host) Host {
-	return Host{Name: h.Name, MAC: h.MAC, IP: h.IP, Phase: h.Phase, Reason: h.Reason, Progress: h.Progress,
+	return Host{Name: h.Name, MAC: h.MAC, IP: h.IP, Phase: h.Phase, Reason: h.Reason, Progress: h.Progress, Message: h.Message,
 		Provision: h.Provision, ContainersGeneration: h.ContainersGeneration, Updated: h.Updated,
-		Spec: h.Spec, Containers: h.Containers}
+		Spec: h.Spec, Containers: h.Containers, Snippet: agents.Snippet(h)}
 }
 
 // snapshot reads everything a page or a status needs in one transaction.
@@ -199,7 +205,7 @@ func (s *server) host(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		found = true
-		d.Host = view(h)
+		d.Host, d.Inventory = view(h), h.Inventory
 		evs, err := tx.Latest(hostEvents, name)
 		if err != nil {
 			return err

@@ -30,7 +30,9 @@ func fixture(t *testing.T, loadError string) *httptest.Server {
 				Phase: phases[i%len(phases)], Updated: time.Now(), HostTokenHash: "secret-hash"}
 			switch h.Phase {
 			case state.Provisioning:
-				h.Progress = 40 + i
+				h.Progress, h.Message = 40+i, "writing: 1.2 of 2.9 GiB"
+			case state.Discovered:
+				h.Inventory = json.RawMessage(fmt.Sprintf(`{"mac":%q,"disks":[{"name":"vda","path":"/dev/vda","by_id":["/dev/disk/by-id/virtio-d%d"],"size_bytes":21474836480,"model":"<b>QEMU</b>"}]}`, h.MAC, i))
 			case state.Failed:
 				h.Reason = "disk /dev/sda not found"
 			}
@@ -95,6 +97,14 @@ func TestJSON(t *testing.T) {
 	if d.Phase != state.Failed || d.Reason == "" || len(d.Events) != 1 {
 		t.Errorf("host detail = %+v", d)
 	}
+	// A discovered machine comes with its host file; the others with none.
+	get(t, srv.URL+"/api/v1/hosts/node-07", &d)
+	if d.Phase != state.Discovered || !strings.Contains(d.Snippet, `mac = "52:54:00:00:00:07"`) || !strings.Contains(d.Snippet, `disk = "/dev/disk/by-id/virtio-d7"`) || len(d.Inventory) == 0 {
+		t.Errorf("discovered host detail = %+v", d)
+	}
+	if hosts[3].Message != "writing: 1.2 of 2.9 GiB" || hosts[3].Snippet != "" || hosts[7].Snippet == "" {
+		t.Errorf("hosts[3] = %+v, hosts[7] = %+v: want the agent's message on the one, a snippet on the other", hosts[3], hosts[7])
+	}
 	if code, body := get(t, srv.URL+"/api/v1/hosts/nope", nil); code != http.StatusNotFound || !strings.Contains(body, "no host named") {
 		t.Errorf("unknown host: %d %s", code, body)
 	}
@@ -140,7 +150,8 @@ func TestPage(t *testing.T) {
 	if n := len(rowRe.FindAllString(body, -1)); n != 20 {
 		t.Errorf("the page shows %d host rows, want 20", n)
 	}
-	for _, want := range []string{"hosts/x.toml:3:1", `http-equiv="refresh"`, `name="viewport"`, "disk /dev/sda not found", "<progress"} {
+	for _, want := range []string{"hosts/x.toml:3:1", `http-equiv="refresh"`, `name="viewport"`, "disk /dev/sda not found", "<progress",
+		"writing: 1.2 of 2.9 GiB", "Discovered machines", `id="snippet-node-07"`, "mac = &#34;52:54:00:00:00:07&#34;", "&lt;b&gt;QEMU&lt;/b&gt;"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q", want)
 		}

@@ -53,6 +53,9 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
   td.name { white-space: nowrap; font-weight: 600; }
   td.mono { font-family: ui-monospace, monospace; font-size: .85rem; }
   progress { width: 6rem; }
+  h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
+  pre { font-family: ui-monospace, monospace; font-size: .85rem; overflow-x: auto; padding: .5rem; border: 1px solid #8884; border-radius: 6px; }
+  .mono { font-family: ui-monospace, monospace; }
   @media (max-width: 600px) { .wide { display: none; } body { padding: .5rem; } }
 </style>
 </head>
@@ -74,7 +77,7 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 {{range .Hosts}}<tr id="host-{{.Name}}">
   <td class="name">{{.Name}}</td>
   <td><span class="badge {{.Phase}}">{{.Phase}}</span>{{with .Reason}}<div class="meta">{{.}}</div>{{end}}</td>
-  <td>{{if eq .Phase "provisioning"}}<progress max="100" value="{{.Progress}}">{{.Progress}}%</progress> {{.Progress}}%{{end}}</td>
+  <td>{{if eq .Phase "provisioning"}}<progress max="100" value="{{.Progress}}">{{.Progress}}%</progress> {{.Progress}}%{{with .Message}}<div class="meta">{{.}}</div>{{end}}{{end}}</td>
   <td class="mono">{{.IP}}</td>
   <td class="mono wide">{{.MAC}}</td>
   <td>{{with .LastEvent}}{{.Message}} <span class="meta">{{ago .Time}}</span>{{end}}</td>
@@ -83,6 +86,11 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 </tbody>
 </table>
 </div>
+{{with .Discovered}}<h2>Discovered machines</h2>
+<p class="meta">These machines PXE-booted and are not in the site. To provision one, save its snippet as hosts/NAME.toml in the site (NAME is the host's name).</p>
+{{range .}}<details id="snippet-{{.Name}}"><summary>{{.Name}} <span class="mono">{{.MAC}}</span></summary>
+<pre>{{.Snippet}}</pre></details>
+{{end}}{{end}}
 </body>
 </html>
 `))
@@ -104,12 +112,19 @@ func (s *server) page(w http.ResponseWriter, r *http.Request) {
 			phases = append(phases, phaseCount{p, n})
 		}
 	}
+	var discovered []Host
+	for _, h := range snap.hosts {
+		if h.Snippet != "" {
+			discovered = append(discovered, h)
+		}
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	err = pageTmpl.Execute(w, struct {
-		Status Status
-		Phases []phaseCount
-		Hosts  []Host
-	}{snap.status, phases, snap.hosts})
+		Status     Status
+		Phases     []phaseCount
+		Hosts      []Host
+		Discovered []Host
+	}{snap.status, phases, snap.hosts, discovered})
 	if err != nil {
 		s.Log.Error("rendering the status page", "error", err)
 	}

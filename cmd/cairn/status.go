@@ -82,6 +82,9 @@ func newStatusCmd() *cobra.Command {
 				progress, last := "-", "-"
 				if h.Phase == "provisioning" {
 					progress = strconv.Itoa(h.Progress) + "%"
+					if h.Message != "" {
+						progress += " " + h.Message // the agent's last word: its step
+					}
 				}
 				if h.LastEvent != nil {
 					last = h.LastEvent.Time.Local().Format("2006-01-02 15:04:05") + " " + h.LastEvent.Message
@@ -127,8 +130,18 @@ func newHostCmd() *cobra.Command {
 			}
 			fmt.Fprintf(w, "\n  mac         %s\n  ip          %s\n  provision   %d\n  containers  generation %d\n  updated     %s\n",
 				d.MAC, dash(d.IP), d.Provision, d.ContainersGeneration, d.Updated.Local().Format(time.RFC3339))
+			if d.Message != "" {
+				fmt.Fprintf(w, "  agent       %s", d.Message)
+				if d.Phase == "provisioning" {
+					fmt.Fprintf(w, " (%d%%)", d.Progress)
+				}
+				fmt.Fprintln(w)
+			}
 			if len(d.Spec) > 0 {
 				fmt.Fprintf(w, "  spec        %s\n", d.Spec)
+			}
+			if d.Snippet != "" {
+				fmt.Fprintf(w, "\nThis machine is not in the site. To provision it, save this as hosts/NAME.toml in the site:\n\n%s", d.Snippet)
 			}
 			fmt.Fprintln(w, "\nevents:")
 			for _, e := range d.Events {

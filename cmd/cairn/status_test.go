@@ -17,7 +17,9 @@ import (
 func TestStatusAndHostShow(t *testing.T) {
 	st := state.NewMemory(0)
 	_ = st.Update(context.Background(), func(tx state.Tx) error {
-		_ = tx.PutHost(state.Host{Name: "web-01", MAC: "52:54:00:20:00:11", IP: "10.20.0.11", Phase: state.Provisioning, Progress: 42})
+		_ = tx.PutHost(state.Host{Name: "web-01", MAC: "52:54:00:20:00:11", IP: "10.20.0.11", Phase: state.Provisioning, Progress: 42, Message: "writing: 1.2 of 2.9 GiB"})
+		_ = tx.PutHost(state.Host{Name: "discovered-525400200099", MAC: "52:54:00:20:00:99", Phase: state.Discovered,
+			Inventory: []byte(`{"mac":"52:54:00:20:00:99","disks":[{"name":"sda","path":"/dev/sda","by_id":["/dev/disk/by-id/ata-QEMU_HARDDISK_QM00001"],"size_bytes":21474836480}]}`)})
 		_ = tx.PutHost(state.Host{Name: "db-01", MAC: "52:54:00:20:00:21", Phase: state.Failed, Reason: "no disk"})
 		return tx.Append(state.Event{Host: "web-01", Kind: "host.phase", Message: "writing the disk"})
 	})
@@ -36,7 +38,7 @@ func TestStatusAndHostShow(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("status: exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"site rack1", "web-01", "provisioning", "42%", "10.20.0.11", "writing the disk", "failed (no disk)"} {
+	for _, want := range []string{"site rack1", "web-01", "provisioning", "42% writing: 1.2 of 2.9 GiB", "10.20.0.11", "discovered-525400200099", "writing the disk", "failed (no disk)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
@@ -44,6 +46,11 @@ func TestStatusAndHostShow(t *testing.T) {
 	code, out, _ = cairn(t, "host", "show", "web-01", "--server", srv.URL)
 	if code != exitOK || !strings.Contains(out, "phase       provisioning") || !strings.Contains(out, "writing the disk") {
 		t.Errorf("host show: exit %d\n%s", code, out)
+	}
+	code, out, _ = cairn(t, "host", "show", "discovered-525400200099", "--server", srv.URL)
+	if code != exitOK || !strings.Contains(out, "save this as hosts/NAME.toml") || !strings.Contains(out, `mac = "52:54:00:20:00:99"`) ||
+		!strings.Contains(out, `disk = "/dev/disk/by-id/ata-QEMU_HARDDISK_QM00001"`) {
+		t.Errorf("host show of a discovered machine: exit %d\n%s", code, out)
 	}
 	if code, _, errOut := cairn(t, "host", "show", "nope", "--server", srv.URL); code != exitFailed || !strings.Contains(errOut, "no host named") {
 		t.Errorf("host show of an unknown host: exit %d: %s", code, errOut)

@@ -32,6 +32,7 @@ func (t *transfer) run() error {
 	in := make([]byte, 516)
 	oack := len(t.p.oack) > 0
 	var acked int64 // the last block the client acknowledged: 0 is the OACK
+	var deadline time.Time
 	tries := 0
 	for acked < last {
 		end := min(acked+int64(t.p.windowSize), last)
@@ -46,11 +47,16 @@ func (t *transfer) run() error {
 				}
 			}
 		}
-		deadline := time.Now().Add(t.p.timeout)
-		for {
+		// The read deadline moves only when it is an eighth of the timeout behind: setting it
+		// for every block costs more than the rest of the block's work, and a window waits
+		// between 7/8 and all of the timeout before it is sent again.
+		if now := time.Now(); now.Add(t.p.timeout).Sub(deadline) > t.p.timeout/8 {
+			deadline = now.Add(t.p.timeout)
 			if err := t.conn.SetReadDeadline(deadline); err != nil {
 				return err
 			}
+		}
+		for {
 			n, err := t.conn.Read(in)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if tries++; tries > retries {

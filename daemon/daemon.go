@@ -81,7 +81,19 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if notifier == nil {
 		notifier = Systemd{}
 	}
+	// Notifications are sent one at a time, and none after STOPPING=1: a watchdog tick or a
+	// status line racing the stop must not tell systemd the daemon is still going.
+	var (
+		notifyMu sync.Mutex
+		stopped  bool
+	)
 	notify := func(s string) {
+		notifyMu.Lock()
+		defer notifyMu.Unlock()
+		if stopped {
+			return
+		}
+		stopped = s == "STOPPING=1"
 		if _, err := notifier.Notify(s); err != nil {
 			log.Warn("telling systemd", "state", s, "err", err)
 		}

@@ -102,7 +102,7 @@ func (c *Client) Recorded(ctx context.Context) ([]state.Host, error) {
 // record is the inverse of view: the state a host's view shows, without the secrets it never
 // showed.
 func (h Host) record() state.Host {
-	return state.Host{Name: h.Name, MAC: h.MAC, IP: h.IP, Phase: h.Phase, Reason: h.Reason, Progress: h.Progress,
+	return state.Host{Name: h.Name, MAC: h.MAC, IP: h.IP, Phase: h.Phase, Reason: h.Reason, Progress: h.Progress, Message: h.Message,
 		Provision: h.Provision, ContainersGeneration: h.ContainersGeneration, Updated: h.Updated,
 		Spec: h.Spec, Containers: h.Containers}
 }

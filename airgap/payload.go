@@ -115,9 +115,15 @@ type cachedIndex struct {
 	ix   *Index
 }
 
-// NewStores reads artifacts from dirs, in order.
+// NewStores reads artifacts from dirs, in order; an empty dir (no upper store) is skipped.
 func NewStores(dirs ...string) *Stores {
-	return &Stores{dirs: dirs, indexes: map[string]cachedIndex{}}
+	var keep []string
+	for _, d := range dirs {
+		if d != "" {
+			keep = append(keep, d)
+		}
+	}
+	return &Stores{dirs: keep, indexes: map[string]cachedIndex{}}
 }
 
 // Find returns the artifact of kind named name and its payload, from the first store whose

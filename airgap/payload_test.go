@@ -19,7 +19,7 @@ func TestStoresFind(t *testing.T) {
 	kernel := bytes.Repeat([]byte("kernel"), 1000)
 	airgaptest.FileStore(t, lower, []airgaptest.Netboot{{Name: "vmlinuz", Type: airgap.NetbootKernel, Content: kernel}},
 		[]airgaptest.OSImage{{Name: "debian-12", Content: []byte("raw disk")}})
-	s := airgap.NewStores(lower, upper) // the upper store does not exist yet: it is empty
+	s := airgap.NewStores("", lower, upper) // no store at "", and the upper one does not exist yet: it is empty
 	a, p, err := s.Find(airgap.KindNetboot, "vmlinuz")
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ packages=(
   qemu-system-x86 ovmf                     # the VM tier (make vmtest): TCG, SeaBIOS and OVMF
   e2fsprogs util-linux fdisk mount         # the appliance's data disk: mkfs.ext4, wipefs, sfdisk, loop mounts in tests
   chromium                                 # the status page test renders the page in a real browser
+  curl tftp-hpa atftp                      # independent TFTP clients in the daemon/tftp tests
+  dnsmasq-base                             # dnsmasq's TFTP server, the anchor of bench/tftp (the binary, no service)
   kea-admin                                # Kea's perfdhcp, the load of bench/dhcp (dnsmasq-base is its anchor and the DHCP server daemon/dhcp's proxy-mode test runs beside)
 )
 

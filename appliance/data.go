@@ -20,24 +20,30 @@ const (
 	// with this label unless the kernel command line names another device (DataArg).
 	DataLabel = "CAIRN-DATA"
 	// DataArg names the kernel argument that says where the data disk is instead:
-	// cairn.data=/dev/vdb, cairn.data=LABEL=x, cairn.data=UUID=x or cairn.data=PARTUUID=x.
+	// cairn.data=/dev/vdb, cairn.data=LABEL=x, cairn.data=UUID=x or cairn.data=PARTUUID=x;
+	// cairn.data=none runs without one (ephemeral) and waits for none at boot.
 	DataArg = "cairn.data"
 	// DataDir is where the data disk is mounted.
 	DataDir = "/var/lib/cairn"
 	// DataMountUnit is the mount unit DataGenerator writes for DataDir.
 	DataMountUnit = "var-lib-cairn.mount"
 	// dataDeviceTimeout is how long boot waits for the data disk to appear before the daemon
-	// starts without it (ephemeral).
-	dataDeviceTimeout = "20s"
+	// starts without it (ephemeral): systemd's own default for an fstab entry. Shorter, and a
+	// loaded machine (or a VM without KVM) whose udev has not yet probed the disk boots
+	// ephemeral though its data disk is there. cairn.data=none skips the wait.
+	dataDeviceTimeout = "90s"
 )
 
 // DataDevice returns the device node the data disk is looked for at, from the kernel command
 // line: what cairn.data= names (a /dev path, or LABEL=, UUID=, PARTUUID=, PARTLABEL= as in
-// fstab), else the file system labelled DataLabel.
+// fstab), else the file system labelled DataLabel; "" for cairn.data=none.
 func DataDevice(cmdline string) (string, error) {
 	v, ok := KernelArg(cmdline, DataArg)
 	if !ok {
 		return "/dev/disk/by-label/" + escapeLabel(DataLabel), nil
+	}
+	if v == "none" {
+		return "", nil
 	}
 	for _, tag := range []struct{ key, dir string }{
 		{"LABEL=", "by-label"}, {"UUID=", "by-uuid"}, {"PARTUUID=", "by-partuuid"}, {"PARTLABEL=", "by-partlabel"},
@@ -61,7 +67,7 @@ func DataDevice(cmdline string) (string, error) {
 // it: without a data disk the mount fails after the wait and the daemon starts ephemeral.
 func DataGenerator(dir, cmdline string) error {
 	dev, err := DataDevice(cmdline)
-	if err != nil {
+	if err != nil || dev == "" {
 		return err
 	}
 	devUnit := EscapePath(dev) + ".device"

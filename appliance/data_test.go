@@ -20,6 +20,7 @@ func TestDataDevice(t *testing.T) {
 		{"cairn.data=LABEL=site_1", "/dev/disk/by-label/site_1", ""},
 		{"cairn.data=UUID=0e1f-22", "/dev/disk/by-uuid/0e1f-22", ""},
 		{"cairn.data=PARTUUID=abc-1", "/dev/disk/by-partuuid/abc-1", ""},
+		{"cairn.data=none", "", ""},
 		{"cairn.data=vdb", "", "expected a device such as /dev/vdb"},
 		{"cairn.data=/dev/../etc/passwd", "", "expected a device"},
 		{"cairn.data=LABEL=", "", "LABEL wants a value"},
@@ -76,7 +77,7 @@ func TestDataGenerator(t *testing.T) {
 			}
 		}
 		drop, err := os.ReadFile(filepath.Join(dir, tc.devUnit+".d", "cairn-timeout.conf"))
-		if err != nil || !strings.Contains(string(drop), "JobRunningTimeoutSec=20s") {
+		if err != nil || !strings.Contains(string(drop), "JobRunningTimeoutSec=90s") {
 			t.Errorf("%s: the device's timeout drop-in: %q, %v", tc.cmdline, drop, err)
 		}
 		if tool, err := exec.LookPath("systemd-analyze"); err == nil {
@@ -85,6 +86,13 @@ func TestDataGenerator(t *testing.T) {
 				t.Errorf("systemd-analyze verify %s: %v\n%s", DataMountUnit, err, out)
 			}
 		}
+	}
+	none := t.TempDir()
+	if err := DataGenerator(none, "boot=live cairn.data=none"); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(none); len(ents) != 0 {
+		t.Errorf("cairn.data=none: the generator wrote %d units, want none", len(ents))
 	}
 	if err := DataGenerator(t.TempDir(), "cairn.data=sdb"); err == nil {
 		t.Error("DataGenerator with a bad cairn.data= gave no error")

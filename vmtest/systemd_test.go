@@ -43,7 +43,8 @@ func TestApplianceSystemd(t *testing.T) {
 	api := "http://" + vm.Addr(5000) + "/api/v1/status"
 
 	// 0. No data disk yet (the disk is blank): ephemeral, on the console and in systemctl status.
-	vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
+	// Boot waits for the data disk's device (90 s) before the daemon starts without it.
+	vm.WaitSerial(daemon.ReadyPrefix, readyTimeout+90*time.Second)
 	ephemeralBoot := vm.Uptime()
 	vm.WaitSerial("cairn: ephemeral: state is lost at reboot", 10*time.Second)
 	sh := vm.Shell(60 * time.Second)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -357,15 +358,20 @@ func exchange(t *testing.T, c net.PacketConn, m *dhcpv4.DHCPv4, mt dhcpv4.Messag
 	}
 }
 
-// startDnsmasq runs dnsmasq as the segment's DHCP server, in its own namespace, leasing rng.
-func startDnsmasq(t testing.TB, l *lab, rng string) {
+// startDnsmasq runs dnsmasq as the segment's DHCP server, in its own namespace, leasing rng,
+// with the configuration lines conf.
+func startDnsmasq(t testing.TB, l *lab, rng string, conf ...string) {
 	t.Helper()
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
 		t.Skip("dnsmasq is not installed (scripts/deps.sh installs dnsmasq-base): it is the DHCP server proxy mode runs beside")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command("ip", "netns", "exec", l.anc, bin, "--keep-in-foreground", "--port=0", "--interface=anc0", "--bind-interfaces",
+	confFile := filepath.Join(dir, "dnsmasq.conf")
+	if err := os.WriteFile(confFile, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", l.anc, bin, "--keep-in-foreground", "--conf-file="+confFile, "--port=0", "--interface=anc0", "--bind-interfaces",
 		"--dhcp-range="+rng+",255.255.255.0,1h", "--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file", "--user=root",
 		"--no-resolv", "--no-hosts", "--no-ping", "--dhcp-authoritative", "--log-facility=-")
 	out := &logBuffer{}
@@ -385,5 +391,48 @@ func startDnsmasq(t testing.TB, l *lab, rng string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("dnsmasq did not start:\n%s", out)
 		}
+	}
+}
+
+// TestOffModeDnsmasqRecipe runs dnsmasq with the configuration docs/operations.md gives for
+// dhcp = "off", and checks that each kind of client is sent where cairn would send it.
+func TestOffModeDnsmasqRecipe(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "dnsmasq (with its own TFTP server off")
+	if !ok {
+		t.Fatal("docs/operations.md has no dnsmasq recipe for dhcp = \"off\"")
+	}
+	_, rest, _ = strings.Cut(rest, "```\n")
+	recipe, _, _ := strings.Cut(rest, "```")
+	l := newLab(t)
+	startDnsmasq(t, l, "192.0.2.150,192.0.2.199", strings.Split(strings.TrimSpace(strings.ReplaceAll(recipe, "10.20.0.2", "192.0.2.1")), "\n")...)
+	for i, tc := range []struct {
+		name string
+		mods []dhcpv4.Modifier
+		file string
+	}{
+		{"BIOS PXE", optBIOS, "undionly.kpxe"},
+		{"UEFI x64 PXE", optUEFI7, "ipxe.efi"},
+		{"UEFI PXE (9)", optUEFI9, "ipxe.efi"},
+		{"UEFI HTTP boot", optHTTP, "http://192.0.2.1:5000/boot/ipxe.efi"},
+		{"iPXE", optIPXE, "http://192.0.2.1:5000/boot/ipxe?mac=${netX/mac}"},
+		{"an installed OS", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lease := dora(t, newClient(t, l, "cli0", unknownMAC(20+i)), append(tc.mods, dhcpv4.WithBroadcast(true))...)
+			ack := lease.ACK
+			if ack.BootFileName != tc.file {
+				t.Errorf("file %q, want %q", ack.BootFileName, tc.file)
+			}
+			if tc.file != "" && !strings.HasPrefix(tc.file, "http") && addr(ack.ServerIPAddr) != applianceIP {
+				t.Errorf("next-server %v, want the appliance %v", ack.ServerIPAddr, applianceIP)
+			}
+			if tc.name == "UEFI HTTP boot" && ack.ClassIdentifier() != "HTTPClient" {
+				t.Errorf("option 60 %q, want HTTPClient", ack.ClassIdentifier())
+			}
+		})
 	}
 }

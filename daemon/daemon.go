@@ -14,10 +14,14 @@ import (
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
+	agentapi "github.com/cairn-appliance/cairn/agent/api"
 	"github.com/cairn-appliance/cairn/airgap"
 	"github.com/cairn-appliance/cairn/appliance"
+	"github.com/cairn-appliance/cairn/daemon/agents"
 	"github.com/cairn-appliance/cairn/daemon/api"
+	"github.com/cairn-appliance/cairn/daemon/boot"
 	"github.com/cairn-appliance/cairn/daemon/state"
+	"github.com/cairn-appliance/cairn/daemon/token"
 	"github.com/cairn-appliance/cairn/daemon/watch"
 )
 
@@ -134,7 +138,8 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if cfg.SiteDir == "" {
 		svcs = append(svcs, named{"reload", &reloader{notify: notify, log: log, reload: opts.Reload, status: serving}})
 	} else {
-		st, conv, h, err := startConverging(cfg, seed, reg, log, notify, opts, ephemeral)
+		st, conv, h, err := startConverging(cfg, opts, wiring{log: log, notify: notify, registry: reg,
+			storeDir: storeDir, seed: seed, ephemeral: ephemeral})
 		if err != nil {
 			return err
 		}
@@ -189,16 +194,28 @@ func ephemeralReason(cfg Config, log *slog.Logger) string {
 	return reason
 }
 
+// wiring is what Run hands the parts it starts.
+type wiring struct {
+	log      *slog.Logger
+	notify   func(string) // sd_notify lines
+	registry http.Handler // the store as a registry (/v2/)
+	storeDir string       // the medium's store
+	seed     string       // the site seed, "" when there is none
+	// ephemeral says why the appliance forgets what it learns at reboot, "" when it does not.
+	ephemeral string
+}
+
 // startConverging opens the state, seeds the site directory on first boot, and returns the
-// converger and the handler that serves the registry (/v2/) beside the operator API.
-func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger, notify func(string), opts Options, ephemeral string) (state.Store, *converger, http.Handler, error) {
-	if err := seedSite(cfg.SiteDir, seed); err != nil {
+// converger and the handler that serves, on one port, the registry (/v2/), the iPXE scripts
+// and netboot assets (/boot/), the agent API (/agent/v1/) and the operator API.
+func startConverging(cfg Config, opts Options, w wiring) (state.Store, *converger, http.Handler, error) {
+	if err := seedSite(cfg.SiteDir, w.seed); err != nil {
 		return nil, nil, nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.State), 0o700); err != nil {
 		return nil, nil, nil, fmt.Errorf("state: %w", err)
 	}
-	w, err := watch.New(watch.Config{Dir: cfg.SiteDir})
+	watcher, err := watch.New(watch.Config{Dir: cfg.SiteDir})
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -206,16 +223,30 @@ func startConverging(cfg Config, seed string, reg http.Handler, log *slog.Logger
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	conv := newConverger(w, st, log, notify)
-	a, err := api.New(api.Config{Store: st, Current: conv.Current, Log: log, Version: opts.Version, Ephemeral: ephemeral,
+	conv := newConverger(watcher, st, w.log, w.notify)
+	content := airgap.NewStores(w.storeDir, cfg.Upper)
+	issuer := &token.Issuer{Store: st, Ephemeral: w.ephemeral != "" && !cfg.AllowEphemeral}
+	operator, err := api.New(api.Config{Store: st, Current: conv.Current, Log: w.log, Version: opts.Version, Ephemeral: w.ephemeral,
 		Backup: conv.backup(st, cfg.Upper, filepath.Dir(cfg.State), opts.Version)})
 	if err != nil {
 		_ = st.Close()
 		return nil, nil, nil, err
 	}
+	bootH, err := boot.New(boot.Config{Store: st, Tokens: issuer, Content: content, Log: w.log})
+	if err != nil {
+		_ = st.Close()
+		return nil, nil, nil, err
+	}
+	agentH, err := agents.New(agents.Config{Store: st, Content: content, Log: w.log})
+	if err != nil {
+		_ = st.Close()
+		return nil, nil, nil, err
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", reg)
-	mux.Handle("/", a)
+	mux.Handle("/v2/", w.registry)
+	mux.Handle("/boot/", bootH)
+	mux.Handle(agentapi.PathPrefix, agentH)
+	mux.Handle("/", operator)
 	return st, conv, mux, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	agentapi "github.com/cairn-appliance/cairn/agent/api"
 	"github.com/cairn-appliance/cairn/airgap/airgaptest"
 	"github.com/cairn-appliance/cairn/appliance"
 	"github.com/cairn-appliance/cairn/appliance/appliancetest"
@@ -323,5 +324,57 @@ func TestRestartRedoesNothing(t *testing.T) {
 	save(t, filepath.Join(cfg.SiteDir, "hosts", "web-09.toml"), "mac = \"52:54:00:20:00:19\"\nroles = [\"web\"]\n")
 	if third := run(); !strings.Contains(third.status, "generation 2; 4 hosts") {
 		t.Errorf("status after a start on an edited site = %q, want generation 2 with 4 hosts", third.status)
+	}
+}
+
+// TestRunServesBootAndAgents: the daemon's port serves the iPXE scripts and the agent API
+// beside the registry and the operator API. An ephemeral appliance sends a pending host no
+// install; allow_ephemeral lets it; an unknown machine is sent to discovery, and its report
+// makes a discovered record.
+func TestRunServesBootAndAgents(t *testing.T) {
+	store := t.TempDir()
+	makeStore(t, store)
+	for _, allow := range []bool{false, true} {
+		var0 := t.TempDir()
+		cfg := Config{Store: store, Site: mustAbs(t, "../examples/site"), Listen: "127.0.0.1:0",
+			SiteDir: filepath.Join(var0, "site"), State: filepath.Join(var0, "state.db"), DataDir: var0, AllowEphemeral: allow}
+		addr, stop := start(t, cfg, Options{Notifier: newRecorder(0)})
+		get := func(path string) (int, string) {
+			t.Helper()
+			resp, err := http.Get("http://" + addr + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		code, script := get("/boot/ipxe?mac=52:54:00:20:00:11&platform=pcbios") // web-01, pending
+		switch {
+		case code != http.StatusOK || !strings.HasPrefix(script, "#!ipxe"):
+			t.Errorf("allow_ephemeral=%v: /boot/ipxe for web-01 = %d\n%s", allow, code, script)
+		case !allow && (strings.Contains(script, "cairn.token=") || !strings.Contains(script, "ephemeral")):
+			t.Errorf("an ephemeral appliance's script for a pending host hands out a token or does not say why:\n%s", script)
+		case allow && !strings.Contains(script, "cairn.mode=provision") || allow && !strings.Contains(script, "cairn.token="):
+			t.Errorf("with allow_ephemeral the script for a pending host does not provision:\n%s", script)
+		}
+		if code, script := get("/boot/ipxe?mac=52:54:00:99:00:01&platform=efi"); code != http.StatusOK || !strings.Contains(script, "cairn.mode=discover") {
+			t.Errorf("/boot/ipxe for an unknown MAC = %d, want discovery:\n%s", code, script)
+		}
+		body := strings.NewReader(`{"mac":"52:54:00:99:00:01","firmware":"uefi"}`)
+		resp, err := http.Post("http://"+addr+agentapi.Path("52:54:00:99:00:01", "inventory"), "application/json", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Errorf("the discovery report = %s", resp.Status)
+		}
+		if _, hosts := get("/api/v1/hosts"); !strings.Contains(hosts, `"discovered"`) {
+			t.Errorf("/api/v1/hosts after a discovery report shows no discovered host:\n%s", hosts)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

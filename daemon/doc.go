@@ -3,7 +3,9 @@
 //
 //   - the registry and API server: the store as a registry that refuses every write (through
 //     airgap.NewRegistry, with an upper store cairn writes read after the medium's), beside
-//     the operator API, metrics and status page of package daemon/api, on one port;
+//     the iPXE scripts and netboot assets (package daemon/boot), the agent API (package
+//     daemon/agents) and the operator API, metrics and status page (package daemon/api), on
+//     one port;
 //   - the site watcher (package daemon/watch) and the converger, which loads the site through
 //     package site whenever it changes or systemctl reload asks, applies every valid edit to
 //     the state (packages daemon/reconcile and daemon/state) and keeps the last good site when
@@ -18,5 +20,6 @@
 // loads of the converger, and again after the next load until the site copied is the one the
 // state last loaded, so that the two restore as a pair.
 //
-// It does not yet run DHCP, TFTP or HTTP boot, nor serve the agent API: hosts stay pending.
+// It does not yet run the DHCP and TFTP services (packages daemon/dhcp and daemon/tftp), so a
+// bare machine reaches /boot/ only through a DHCP server pointed at it.
 package daemon

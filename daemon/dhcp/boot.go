@@ -57,6 +57,7 @@ const (
 
 var classNames = [...]string{"not-netboot", "bios-pxe", "uefi-pxe", "uefi-http", "ipxe", "unsupported"}
 
+// String names the class as the log does: "bios-pxe", "uefi-pxe", "uefi-http", "ipxe", ...
 func (c Class) String() string {
 	if c < 0 || int(c) >= len(classNames) {
 		return "class(" + strconv.Itoa(int(c)) + ")"
@@ -138,7 +139,7 @@ func arch(m *dhcpv4.DHCPv4, vendor string) iana.Arch {
 	for i := 0; i+1 < len(fields); i++ {
 		if fields[i] == "Arch" {
 			if n, err := strconv.ParseUint(fields[i+1], 10, 16); err == nil {
-				return iana.Arch(n)
+				return iana.Arch(n) //nolint:gosec // ParseUint(…, 16) keeps it in range
 			}
 		}
 	}

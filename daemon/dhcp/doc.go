@@ -27,6 +27,9 @@
 // discovery) and echo option 97 (the machine's UUID). Update changes the site served, its
 // reservations and its mode without a restart.
 //
+// A lease belongs to the client's MAC (chaddr, compared as site.MAC); the client identifier
+// (option 61) is echoed, as RFC 6842 wants, but does not name the lease.
+//
 // Replies go where RFC 2131 section 4.1 says: to ciaddr, by broadcast when the client asks
 // for it (or for a NAK), else to the offered address at the client's MAC (through an ARP
 // entry the server adds). It does not serve other segments through DHCP relays: a relayed

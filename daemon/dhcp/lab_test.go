@@ -45,6 +45,7 @@ func newLab(t testing.TB) *lab {
 	if testing.Short() {
 		t.Skip("-short: skipping the network namespace tests")
 	}
+	removeStaleNetns("cairn-dhcp-")
 	p := fmt.Sprintf("cairn-dhcp-%d-%d-", os.Getpid(), labSeq.Add(1))
 	l := &lab{srv: p + "srv", cli: p + "cli", anc: p + "anc", lan: p + "lan"}
 	if out, err := exec.Command("ip", "netns", "add", l.srv).CombinedOutput(); err != nil {
@@ -82,6 +83,23 @@ func newLab(t testing.TB) *lab {
 	run("-n", l.srv, "link", "set", "other0", "up")
 	run("-n", l.cli, "link", "set", "other1", "up", "promisc", "on")
 	return l
+}
+
+// removeStaleNetns deletes the namespaces named prefix+PID-... of test processes that died
+// before their cleanup ran.
+func removeStaleNetns(prefix string) {
+	entries, _ := os.ReadDir("/var/run/netns")
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
+			continue
+		}
+		pid, _, _ := strings.Cut(rest, "-")
+		if _, err := os.Stat("/proc/" + pid); err == nil {
+			continue // its process is alive: its own
+		}
+		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+	}
 }
 
 // inNetns runs fn on an OS thread that it moves into namespace ns; the thread is never moved

@@ -26,9 +26,9 @@ const (
 	FileUEFI = "ipxe.efi"
 	// PathBinaries is the HTTP path under which daemon/boot serves the iPXE binaries.
 	PathBinaries = "/boot/"
-	// PathScript is the HTTP path of the iPXE script daemon/boot writes for a machine; the
-	// machine's MAC is its query parameter mac, in canonical form:
-	// /boot/ipxe?mac=52:54:00:12:34:56.
+	// PathScript is the HTTP path of the iPXE script daemon/boot writes for a machine: the
+	// machine's MAC is its query parameter mac, in canonical form, and iPXE fills in its
+	// platform (pcbios or efi): /boot/ipxe?mac=52:54:00:12:34:56&platform=${platform}.
 	PathScript = "/boot/ipxe"
 )
 
@@ -152,10 +152,22 @@ type Boot struct {
 	// of the answers. Zero means the site's appliance_ip.
 	TFTPServer netip.Addr
 	// HTTPBase is the boot HTTP server (package daemon/boot) as "http://HOST:PORT", with no
-	// path: UEFI HTTP boot gets HTTPBase+"/boot/ipxe.efi", iPXE gets
-	// HTTPBase+"/boot/ipxe?mac=MAC". Its host may be left out ("http://:8080") to mean the
+	// path: UEFI HTTP boot gets HTTPBase+"/boot/ipxe.efi", iPXE gets its ScriptURL. Its host
+	// may be left out ("http://:8080") to mean the
 	// site's appliance_ip, which then follows the site. Required.
 	HTTPBase string
+	// ScriptURL makes the URL of a machine's iPXE script from the boot server's URL and the
+	// machine's MAC: package daemon/boot's ScriptURL, so that the two never disagree. Nil
+	// means base+"/boot/ipxe?mac=MAC&platform=${platform}", the same.
+	ScriptURL func(base string, mac site.MAC) string
+}
+
+// script is the URL of mac's iPXE script under base.
+func (b Boot) script(base string, mac site.MAC) string {
+	if b.ScriptURL != nil {
+		return b.ScriptURL(base, mac)
+	}
+	return base + PathScript + "?mac=" + mac.String() + "&platform=${platform}"
 }
 
 // maxURL is the longest URL that fits the 128-byte file field with its terminating NUL.
@@ -182,7 +194,7 @@ func (b Boot) check() error {
 		}
 	}
 	// The longest URL handed out, with the longest appliance address, must fit the file field.
-	long := b.base(netip.MustParseAddr("255.255.255.255")) + PathScript + "?mac=" + site.MAC{}.String()
+	long := b.script(b.base(netip.MustParseAddr("255.255.255.255")), site.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	if len(long) > maxURL {
 		return fmt.Errorf("dhcp: Boot.HTTPBase %q is too long: the script URL would not fit the %d bytes of a DHCP boot file name", b.HTTPBase, maxURL)
 	}
@@ -213,7 +225,7 @@ func (b Boot) File(c Class, mac site.MAC, appliance netip.Addr) (file string, ne
 	case UEFIHTTP:
 		return b.base(appliance) + PathBinaries + FileUEFI, next
 	case IPXE:
-		return b.base(appliance) + PathScript + "?mac=" + mac.String(), next
+		return b.script(b.base(appliance), mac), next
 	}
 	return "", netip.Addr{}
 }

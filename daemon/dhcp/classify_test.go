@@ -7,6 +7,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/cairn-appliance/cairn/site"
 )
 
 func TestClassify(t *testing.T) {
@@ -53,7 +55,7 @@ func TestBootFile(t *testing.T) {
 		{BIOS, "undionly.kpxe"},
 		{UEFI, "ipxe.efi"},
 		{UEFIHTTP, "http://192.0.2.1:8080/boot/ipxe.efi"},
-		{IPXE, "http://192.0.2.1:8080/boot/ipxe?mac=52:54:00:ab:cd:ef"},
+		{IPXE, "http://192.0.2.1:8080/boot/ipxe?mac=52:54:00:ab:cd:ef&platform=${platform}"},
 		{NotNetboot, ""},
 		{Unsupported, ""},
 	} {
@@ -67,7 +69,7 @@ func TestBootFile(t *testing.T) {
 	}
 	// An explicit host and TFTP server are used as given.
 	b = Boot{HTTPBase: "http://boot.lab.example:81/", TFTPServer: netip.MustParseAddr("192.0.2.5")}
-	if file, next := b.File(IPXE, mac, applianceIP); file != "http://boot.lab.example:81/boot/ipxe?mac=52:54:00:ab:cd:ef" || next != netip.MustParseAddr("192.0.2.5") {
+	if file, next := b.File(IPXE, mac, applianceIP); file != "http://boot.lab.example:81/boot/ipxe?mac=52:54:00:ab:cd:ef&platform=${platform}" || next != netip.MustParseAddr("192.0.2.5") {
 		t.Errorf("File(IPXE) = %q, %v", file, next)
 	}
 	for _, bad := range []Boot{
@@ -82,5 +84,16 @@ func TestBootFile(t *testing.T) {
 		if err := bad.check(); err == nil {
 			t.Errorf("Boot%+v.check() = nil, want an error", bad)
 		}
+	}
+}
+
+func TestBootScriptURLHook(t *testing.T) {
+	b := Boot{HTTPBase: "http://:5000", ScriptURL: func(base string, mac site.MAC) string { return base + "/s/" + mac.String() }}
+	if file, _ := b.File(IPXE, mustMAC("52:54:00:ab:cd:ef"), applianceIP); file != "http://192.0.2.1:5000/s/52:54:00:ab:cd:ef" {
+		t.Errorf("File(IPXE) = %q, want the hook's URL", file)
+	}
+	b.ScriptURL = func(base string, _ site.MAC) string { return base + "/" + strings.Repeat("x", 120) }
+	if err := b.check(); err == nil {
+		t.Error("a script URL too long for the boot file field was accepted")
 	}
 }

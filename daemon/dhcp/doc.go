@@ -22,7 +22,7 @@
 // Clients are classified by options 93 (architecture), 60 and 77 (see Classify): firmware
 // PXE gets undionly.kpxe (BIOS) or ipxe.efi (x86-64 UEFI) by TFTP from next-server; UEFI
 // HTTP boot gets Boot.HTTPBase+"/boot/ipxe.efi"; iPXE itself gets the URL of its script,
-// Boot.HTTPBase+"/boot/ipxe?mac=MAC", so it never loads iPXE again. PXE answers echo option
+// Boot.HTTPBase+"/boot/ipxe?mac=MAC&platform=${platform}", so it never loads iPXE again. PXE answers echo option
 // 60, carry option 43 with discovery control 8 (boot the named file, no boot server
 // discovery) and echo option 97 (the machine's UUID). Update changes the site served, its
 // reservations and its mode without a restart.

@@ -118,7 +118,7 @@ func TestFullModeOnTheWire(t *testing.T) {
 		{"UEFI x64 PXE (93 = 7)", optUEFI7, "ipxe.efi"},
 		{"UEFI PXE (93 = 9)", optUEFI9, "ipxe.efi"},
 		{"UEFI HTTP boot (93 = 16, HTTPClient)", optHTTP, "http://192.0.2.1:8080/boot/ipxe.efi"},
-		{"iPXE (user class)", optIPXE, "http://192.0.2.1:8080/boot/ipxe?mac=" + unknownMAC(10+4).String()},
+		{"iPXE (user class)", optIPXE, "http://192.0.2.1:8080/boot/ipxe?mac=" + unknownMAC(10+4).String() + "&platform=${platform}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mac := unknownMAC(10 + i)
@@ -418,7 +418,7 @@ func TestOffModeDnsmasqRecipe(t *testing.T) {
 		{"UEFI x64 PXE", optUEFI7, "ipxe.efi"},
 		{"UEFI PXE (9)", optUEFI9, "ipxe.efi"},
 		{"UEFI HTTP boot", optHTTP, "http://192.0.2.1:5000/boot/ipxe.efi"},
-		{"iPXE", optIPXE, "http://192.0.2.1:5000/boot/ipxe?mac=${netX/mac}"},
+		{"iPXE", optIPXE, "http://192.0.2.1:5000/boot/ipxe?mac=${netX/mac}&platform=${platform}"},
 		{"an installed OS", nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

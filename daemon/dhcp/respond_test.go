@@ -170,7 +170,7 @@ func TestFullBootFiles(t *testing.T) {
 		{"UEFI x64 PXE (7)", optUEFI7, "ipxe.efi", "PXEClient"},
 		{"UEFI PXE (9)", optUEFI9, "ipxe.efi", "PXEClient"},
 		{"UEFI HTTP boot", optHTTP, "http://192.0.2.1:8080/boot/ipxe.efi", "HTTPClient"},
-		{"iPXE", optIPXE, "http://192.0.2.1:8080/boot/ipxe?mac=52:54:00:00:01:01", "PXEClient"},
+		{"iPXE", optIPXE, "http://192.0.2.1:8080/boot/ipxe?mac=52:54:00:00:01:01&platform=${platform}", "PXEClient"},
 		{"ARM64 PXE: an address, no file", optARM, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

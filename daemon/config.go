@@ -41,12 +41,15 @@ type Config struct {
 	DataDir string `toml:"data_dir"`
 	// AllowEphemeral lets an ephemeral appliance provision hosts anyway (demos and tests).
 	AllowEphemeral bool `toml:"allow_ephemeral"`
+	// PXE runs DHCP (as site.toml's network.dhcp says) and TFTP on the site's provisioning
+	// interface. Default true; the HTTP boot endpoints are served either way.
+	PXE bool `toml:"pxe"`
 }
 
 // DefaultConfig is the configuration when no file says otherwise.
 func DefaultConfig() Config {
 	return Config{MediumLabel: appliance.MediumLabel, Store: appliance.MediumStoreDir, Site: appliance.MediumSiteDir, Listen: ":5000",
-		SiteDir: "/var/lib/cairn/site", State: "/var/lib/cairn/state.db", DataDir: appliance.DataDir}
+		SiteDir: "/var/lib/cairn/site", State: "/var/lib/cairn/state.db", DataDir: appliance.DataDir, PXE: true}
 }
 
 // LoadConfig reads a configuration file over the defaults. Unknown keys are errors, so that a
@@ -61,7 +64,7 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		var strict *toml.StrictMissingError
 		if errors.As(err, &strict) {
-			return cfg, fmt.Errorf("%s: %s; the keys are medium_label, store, site, site_dir, state, listen, upper, data_dir and allow_ephemeral", path, strings.TrimSpace(strict.String()))
+			return cfg, fmt.Errorf("%s: %s; the keys are medium_label, store, site, site_dir, state, listen, upper, data_dir, allow_ephemeral and pxe", path, strings.TrimSpace(strict.String()))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {

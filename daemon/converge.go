@@ -38,6 +38,12 @@ type converger struct {
 	ephemeral, serving string
 	// reload delivers reload requests (systemctl reload cairn). Set before Run.
 	reload <-chan os.Signal
+	// applied are told every site the state now follows (the PXE services), and problems
+	// say why one of them does not serve ("" when it does), for STATUS=. Set before start.
+	applied  []func(*site.Site)
+	problems []func() string
+	// lastProblems is the problems' text in the last STATUS= line (under mu).
+	lastProblems string
 
 	mu  sync.Mutex
 	cur api.Current
@@ -117,9 +123,7 @@ func (c *converger) load(ctx context.Context, ch watch.Change, resume bool) {
 		// applied in full: nothing is re-done and no generation is made, unless the state
 		// somehow differs from what the site asks.
 		if p, err := c.applier.Plan(ctx, s); err == nil && p.Empty() {
-			c.mu.Lock()
-			c.cur.Site, c.cur.LoadError = s, ""
-			c.mu.Unlock()
+			c.publish(s)
 			c.log.Info("site unchanged since generation "+strconv.FormatInt(g.Applied, 10)+"; nothing to apply",
 				"hosts", len(s.Hosts), "load", loaded.Sub(start).Round(time.Millisecond))
 			c.notify("STATUS=" + c.status(ctx))
@@ -131,15 +135,23 @@ func (c *converger) load(ctx context.Context, ch watch.Change, resume bool) {
 		c.reject(ctx, log, gen, fingerprint, err)
 		return
 	}
-	c.mu.Lock()
-	c.cur.Site, c.cur.LoadError = s, ""
-	c.mu.Unlock()
+	c.publish(s)
 	log.Info("site applied", "reason", reason, "changes", len(p.Items), "hosts", len(s.Hosts),
 		"load", loaded.Sub(start).Round(time.Millisecond), "apply", time.Since(loaded).Round(time.Millisecond))
 	for _, it := range p.Items {
 		log.Info("host "+string(it.Action), "host", it.Host, "destructive", it.Destructive)
 	}
 	c.notify("STATUS=" + c.status(ctx))
+}
+
+// publish makes s the current site, and tells those who follow it.
+func (c *converger) publish(s *site.Site) {
+	c.mu.Lock()
+	c.cur.Site, c.cur.LoadError = s, ""
+	c.mu.Unlock()
+	for _, f := range c.applied {
+		f(s)
+	}
 }
 
 // reject records and publishes why generation gen was not applied.
@@ -200,8 +212,24 @@ func (c *converger) status(ctx context.Context) string {
 		first, _, _ := strings.Cut(cur.LoadError, "\n")
 		fmt.Fprintf(&b, "; last edit rejected: %s", first)
 	}
+	p := c.problemText()
+	c.mu.Lock()
+	c.lastProblems = p
+	c.mu.Unlock()
+	b.WriteString(p)
 	if c.serving != "" {
 		b.WriteString("; " + c.serving)
+	}
+	return b.String()
+}
+
+// problemText is what status says of the services that do not serve: "; why" for each.
+func (c *converger) problemText() string {
+	var b strings.Builder
+	for _, p := range c.problems {
+		if msg := p(); msg != "" {
+			b.WriteString("; " + msg)
+		}
 	}
 	return b.String()
 }
@@ -224,6 +252,13 @@ func (c *converger) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+			// A PXE service that starts or stops serving changes what systemctl status says.
+			c.mu.Lock()
+			last := c.lastProblems
+			c.mu.Unlock()
+			if c.problemText() != last {
+				c.notify("STATUS=" + c.status(ctx))
+			}
 		case <-c.reload:
 			c.notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
 			c.watch.Trigger("systemctl reload")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,9 +21,12 @@ import (
 	"github.com/cairn-appliance/cairn/daemon/agents"
 	"github.com/cairn-appliance/cairn/daemon/api"
 	"github.com/cairn-appliance/cairn/daemon/boot"
+	"github.com/cairn-appliance/cairn/daemon/dhcp"
 	"github.com/cairn-appliance/cairn/daemon/state"
+	"github.com/cairn-appliance/cairn/daemon/tftp"
 	"github.com/cairn-appliance/cairn/daemon/token"
 	"github.com/cairn-appliance/cairn/daemon/watch"
+	"github.com/cairn-appliance/cairn/site"
 )
 
 // Notifier tells the service manager about the daemon's state (sd_notify(3) lines such as
@@ -144,6 +148,14 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 			return err
 		}
 		defer st.Close()
+		if cfg.PXE {
+			pxe, follow, problems, err := startPXE(st, storeDir, addr, log)
+			if err != nil {
+				return err
+			}
+			svcs, conv.applied = append(svcs, pxe...), follow
+			conv.problems = problems
+		}
 		conv.ephemeral, conv.serving, conv.reload = ephemeral, fmt.Sprintf("serving %d artifacts from %s on %s", ix.Totals.Artifacts, storeDir, addr), opts.Reload
 		// The site is loaded (and applied) before READY=1: systemctl start returns when the
 		// daemon serves what the site says.
@@ -248,6 +260,37 @@ func startConverging(cfg Config, opts Options, w wiring) (state.Store, *converge
 	mux.Handle(agentapi.PathPrefix, agentH)
 	mux.Handle("/", operator)
 	return st, conv, mux, nil
+}
+
+// startPXE makes the DHCP and TFTP services of the site's provisioning network; they start
+// serving once the converger gives them the site. Neither stops the daemon when the site's
+// interface is missing: they say why in the log and try again.
+// It returns the services, what each applied site must be told, and why each does not serve.
+func startPXE(st state.Store, storeDir, listen string, log *slog.Logger) ([]named, []func(*site.Site), []func() string, error) {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	d, err := dhcp.New(dhcp.Config{State: st, Wait: true, Log: log.With("service", "dhcp"),
+		Boot: dhcp.Boot{HTTPBase: "http://:" + port, ScriptURL: boot.ScriptURL}})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	files, err := tftp.OpenStore(storeDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	t := newTFTPService(files, log.With("service", "tftp"))
+	problem := func(what string, p func() string) func() string {
+		return func() string {
+			if msg := p(); msg != "" {
+				return what + " not serving: " + strings.TrimPrefix(msg, strings.ToLower(what)+": ")
+			}
+			return ""
+		}
+	}
+	return []named{{"dhcp", d}, {"tftp", t}}, []func(*site.Site){d.Update, t.Update},
+		[]func() string{problem("DHCP", d.Problem), problem("TFTP", t.Problem)}, nil
 }
 
 // seedSite copies the seed into dir when dir does not exist yet (the appliance's first boot).

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -376,5 +377,46 @@ func TestRunServesBootAndAgents(t *testing.T) {
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestRunPXEWaitsForItsInterface: with pxe on and a site whose interface is not here, the
+// daemon still serves, and systemctl status says why DHCP and TFTP do not.
+func TestRunPXEWaitsForItsInterface(t *testing.T) {
+	if _, err := net.InterfaceByName("eth1"); err == nil {
+		t.Skip("this machine has an eth1, the example site's interface")
+	}
+	store := t.TempDir()
+	makeStore(t, store)
+	var0 := t.TempDir()
+	cfg := Config{Store: store, Site: mustAbs(t, "../examples/site"), Listen: "127.0.0.1:0",
+		SiteDir: filepath.Join(var0, "site"), State: filepath.Join(var0, "state.db"), DataDir: var0, PXE: true}
+	n := newRecorder(0)
+	addr, stop := start(t, cfg, Options{Notifier: n})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n.mu.Lock()
+		last := ""
+		for _, s := range n.states {
+			if strings.Contains(s, "STATUS=") {
+				last = s
+			}
+		}
+		n.mu.Unlock()
+		if strings.Contains(last, `DHCP not serving: network.interface = "eth1"`) && strings.Contains(last, `TFTP not serving: network.interface = "eth1"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the STATUS= line does not say why DHCP and TFTP do not serve: %q", last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r, err := http.Get("http://" + addr + "/v2/"); err != nil || r.StatusCode != http.StatusOK {
+		t.Errorf("the registry while PXE waits: %v %v", r, err)
+	} else {
+		r.Body.Close()
+	}
+	if err := stop(); err != nil {
+		t.Errorf("Run = %v, want a clean stop", err)
 	}
 }

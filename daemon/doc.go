@@ -11,7 +11,8 @@
 //     the state (packages daemon/reconcile and daemon/state) and keeps the last good site when
 //     an edit is invalid, publishing why;
 //   - the watchdog, which feeds systemd's watchdog only while the registry answers and the
-//     converging loop goes round.
+//     converging loop goes round;
+//   - with pxe on, DHCP and TFTP (below).
 //
 // The site is loaded and applied before the daemon tells systemd READY=1 and prints its ready
 // line. A service that fails stops the daemon with its error; a clean stop returns nil.
@@ -20,6 +21,9 @@
 // loads of the converger, and again after the next load until the site copied is the one the
 // state last loaded, so that the two restore as a pair.
 //
-// It does not yet run the DHCP and TFTP services (packages daemon/dhcp and daemon/tftp), so a
-// bare machine reaches /boot/ only through a DHCP server pointed at it.
+// With pxe on (the default), it also runs DHCP (package daemon/dhcp, as the site's
+// network.dhcp says) and TFTP of the iPXE binaries (package daemon/tftp) on the site's
+// provisioning interface; both follow each applied site, and until that interface holds the
+// appliance's address they say why in STATUS= and the log and try again, without stopping the
+// daemon.
 package daemon

@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -434,5 +435,36 @@ func TestOffModeDnsmasqRecipe(t *testing.T) {
 				t.Errorf("option 60 %q, want HTTPClient", ack.ClassIdentifier())
 			}
 		})
+	}
+}
+
+// TestWaitForInterface: with Wait, a first site whose interface is missing does not end Run:
+// it says why through Problem until its context ends.
+func TestWaitForInterface(t *testing.T) {
+	srv, err := New(Config{Site: testSite(ModeFull, "nosuch0"), State: state.NewMemory(0), Boot: Boot{HTTPBase: "http://:8080"}, Wait: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Problem() == "" {
+		select {
+		case err := <-done:
+			t.Fatalf("Run with Wait on a missing interface ended: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Problem() stayed empty with the site's interface missing")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p := srv.Problem(); !strings.Contains(p, `network.interface = "nosuch0"`) {
+		t.Errorf("Problem() = %q, want it to name the interface and its key", p)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run after cancel = %v, want context.Canceled", err)
 	}
 }

@@ -48,6 +48,10 @@ type Config struct {
 	// Log gets a debug line for every offer and acknowledgement, an info line for every
 	// refusal with its reason, and errors. Nil discards.
 	Log *slog.Logger
+	// Wait makes Run wait, logging and retrying every 30 s, when it cannot listen on the first
+	// site's network (its interface is missing or lacks the appliance's address), as it does
+	// for a later site, instead of failing: the daemon keeps serving its registry meanwhile.
+	Wait bool
 }
 
 // Server is the DHCPv4 service. Run serves; Update changes the site it serves.
@@ -66,6 +70,8 @@ type Server struct {
 	active  atomic.Pointer[network] // the one being served
 	changed chan struct{}
 	running atomic.Bool
+	wait    bool
+	problem atomic.Pointer[string] // why the wanted network is not served, nil when it is
 
 	sem      chan struct{}
 	handlers sync.WaitGroup
@@ -95,7 +101,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		boots: cfg.Boot, store: cfg.State, leaseTime: lt.Truncate(time.Second), log: log, now: time.Now,
 		pool: newPool(), journal: newJournal(cfg.State),
-		changed: make(chan struct{}, 1), sem: make(chan struct{}, maxInFlight),
+		changed: make(chan struct{}, 1), sem: make(chan struct{}, maxInFlight), wait: cfg.Wait,
 	}
 	if cfg.Site != nil {
 		nw := fromSite(cfg.Site)
@@ -151,6 +157,15 @@ func (s *Server) Update(st *site.Site) {
 // Run serves DHCP until ctx ends, then returns ctx.Err(). It reads the leases from the state
 // first. When the first site's interface cannot be listened on (no such interface, or not
 // the site's appliance_ip on it, or port 67 taken), Run returns why; a later site's network
+// Problem says why the site's network is not served ("" when it is, or when DHCP is off):
+// for the daemon's status.
+func (s *Server) Problem() string {
+	if p := s.problem.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
 // that cannot be listened on is logged, the previous one kept, and tried again every 30 s.
 func (s *Server) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
@@ -197,6 +212,7 @@ func (s *Server) Run(ctx context.Context) error {
 		case act != nil && nw.sameListener(act):
 			s.activate(nw)
 		case nw.mode == ModeOff:
+			s.problem.Store(nil)
 			if l != nil {
 				l.close()
 				l = nil
@@ -207,13 +223,20 @@ func (s *Server) Run(ctx context.Context) error {
 		default:
 			nl, err := s.listen(nw)
 			if err != nil {
-				if first {
+				if first && !s.wait {
 					return err
 				}
-				s.log.Error("dhcp: still serving the previous network: "+err.Error(), "retry", retryListen)
+				msg := err.Error()
+				s.problem.Store(&msg)
+				if l == nil {
+					s.log.Error("dhcp: not serving yet: "+msg, "retry", retryListen)
+				} else {
+					s.log.Error("dhcp: still serving the previous network: "+msg, "retry", retryListen)
+				}
 				retry = time.After(retryListen)
 				break
 			}
+			s.problem.Store(nil)
 			if l != nil {
 				l.close()
 			}

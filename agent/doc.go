@@ -1,7 +1,8 @@
-// Package agent will hold the code that runs on hosts: provisioning (disk selection, image
-// streaming, configdrive) and container convergence through Podman Quadlet. It trusts nothing it
-// has not verified and never imports registry or build code. The agent API's wire types are in
-// package agent/api.
+// Package agent holds the code that runs on hosts: the netboot agent (package agent/netboot,
+// with the inventory in agent/inventory and its initramfs in agent/initramfs), and, to come,
+// provisioning (disk selection, image streaming, configdrive) and container convergence
+// through Podman Quadlet. It trusts nothing it has not verified and never imports registry or
+// build code. The agent API's wire types are in package agent/api.
 //
 // # The netboot agent's kernel command line
 //
@@ -26,4 +27,9 @@
 // In discover mode the agent reports its inventory (no token), and reports it again now and
 // then: the machine shows as discovered until a host file names its MAC. Then the report gets
 // 401, and the agent reboots so that the machine boots to be provisioned.
+//
+// This version writes no disk yet: in provision mode it reports the inventory, fetches the
+// plan, prints what it would write and reports the attempt failed ("writing disks is not
+// implemented in this version"); in discover mode it reports once and powers the machine off
+// (a 401 reboots it). Both modes power off when done.
 package agent

@@ -1,24 +1,44 @@
-// Command cairn-agent runs on the hosts cairn provisions: as /init of the netboot initramfs it
-// writes the OS image to disk, and on the installed OS it keeps the host's containers running.
-// It is built static (CGO_ENABLED=0) and imports no registry or build code.
+// Command cairn-agent runs on the hosts cairn provisions. As /init of the netboot initramfs
+// (package agent/initramfs) it reports the machine's inventory and, in provision mode, fetches
+// its plan (package agent/netboot); later it will write the OS image to disk, and on the
+// installed OS keep the host's containers running. It is built static (CGO_ENABLED=0) and
+// imports no registry or build code.
 //
-// Only "version" exists so far; the netboot and host modes are not implemented yet.
+//	cairn-agent version     its version
+//	cairn-agent inventory   this machine's inventory, as the agent would report it (JSON)
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
+
+	"github.com/cairn-appliance/cairn/agent/inventory"
+	"github.com/cairn-appliance/cairn/agent/netboot"
 )
 
 // version is set at build time from VERSION and git describe (see Makefile).
 var version = "dev"
 
 func main() {
-	if len(os.Args) == 2 && os.Args[1] == "version" {
-		fmt.Printf("cairn-agent %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		return
+	if os.Getpid() == 1 {
+		netboot.Init(version) // never returns
 	}
-	fmt.Fprintln(os.Stderr, "usage: cairn-agent version\n(the netboot and host modes are not implemented in this version)")
-	os.Exit(2)
+	switch {
+	case len(os.Args) == 2 && os.Args[1] == "version":
+		fmt.Printf("cairn-agent %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	case len(os.Args) == 2 && os.Args[1] == "inventory":
+		inv, err := inventory.Collect(inventory.Config{AgentVersion: version})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "cairn-agent:", err)
+			os.Exit(1)
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(inv)
+	default:
+		fmt.Fprintln(os.Stderr, "usage: cairn-agent version | inventory\n(as /init of the netboot initramfs it runs the mode the kernel command line names; the host mode is not implemented in this version)")
+		os.Exit(2)
+	}
 }

@@ -2,15 +2,10 @@ package tftp
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
-
-	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/cairn-appliance/cairn/airgap"
 )
@@ -39,57 +34,30 @@ func OpenStore(dir string) (*Store, error) {
 		if a.Kind != airgap.KindNetboot || a.ArtifactType != airgap.ArtifactTypeNetboot {
 			continue
 		}
-		raw, err := readBlob(dir, a.Digest, 1<<20)
+		p, err := airgap.ReadPayload(a, dir)
 		if err != nil {
-			return nil, fmt.Errorf("tftp: netboot artifact %s: manifest: %w", a.Name, err)
+			return nil, fmt.Errorf("tftp: %w", err)
 		}
-		var m ocispec.Manifest
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return nil, fmt.Errorf("tftp: netboot artifact %s: manifest %s: %w", a.Name, a.Digest, err)
-		}
-		if len(m.Layers) != 1 || m.Layers[0].MediaType != airgap.MediaTypeNetbootPrefix+string(airgap.NetbootIPXE) {
+		if p.MediaType != airgap.MediaTypeNetbootPrefix+string(airgap.NetbootIPXE) {
 			continue // a kernel or an initramfs: HTTP serves those
 		}
-		l := m.Layers[0]
-		if l.Size > maxBinary {
-			return nil, fmt.Errorf("tftp: netboot artifact %s is %d bytes; an iPXE binary is at most %d MiB: check its type in build.toml", a.Name, l.Size, maxBinary>>20)
+		if p.Size > maxBinary {
+			return nil, fmt.Errorf("tftp: netboot artifact %s is %d bytes; an iPXE binary is at most %d MiB: check its type in build.toml", a.Name, p.Size, maxBinary>>20)
 		}
 		if _, _, ok := checkName(a.Name); !ok || s.files[a.Name] != nil {
 			continue
 		}
-		b, err := readBlob(dir, l.Digest, l.Size)
+		b, err := os.ReadFile(p.Path)
 		if err != nil {
 			return nil, fmt.Errorf("tftp: netboot artifact %s: %w", a.Name, err)
 		}
-		if int64(len(b)) != l.Size {
-			return nil, fmt.Errorf("tftp: netboot artifact %s: blob %s is %d bytes, its manifest says %d; run cairn bundle verify", a.Name, l.Digest, len(b), l.Size)
+		// What is sent is exactly what the index signs: checked here once, then held.
+		if got := p.Digest.Algorithm().FromBytes(b); got != p.Digest {
+			return nil, fmt.Errorf("tftp: netboot artifact %s: blob %s holds content of digest %s; run cairn bundle verify", a.Name, p.Digest, got)
 		}
 		s.files[a.Name] = b
 	}
 	return s, nil
-}
-
-// readBlob reads a blob of at most limit bytes and checks its digest.
-func readBlob(dir string, d digest.Digest, limit int64) ([]byte, error) {
-	if err := d.Validate(); err != nil {
-		return nil, err
-	}
-	p := filepath.Join(dir, "docker", "registry", "v2", "blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded(), "data")
-	fi, err := os.Stat(p)
-	if err != nil {
-		return nil, fmt.Errorf("blob %s: %w", d, err)
-	}
-	if fi.Size() > limit {
-		return nil, fmt.Errorf("blob %s is %d bytes, more than the %d expected", d, fi.Size(), limit)
-	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return nil, fmt.Errorf("blob %s: %w", d, err)
-	}
-	if got := d.Algorithm().FromBytes(b); got != d {
-		return nil, fmt.Errorf("blob %s holds content of digest %s; run cairn bundle verify", d, got)
-	}
-	return b, nil
 }
 
 // Names lists the file names the store serves, sorted.

@@ -149,7 +149,10 @@ func TestRunFindsStoreOnMedium(t *testing.T) {
 		return medium, nil
 	}
 	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
+	// The store from the medium, and the site and state in the test's own directory, never
+	// this machine's /var/lib/cairn.
+	var0 := t.TempDir()
+	cfg.Listen, cfg.SiteDir, cfg.State, cfg.DataDir = "127.0.0.1:0", filepath.Join(var0, "site"), filepath.Join(var0, "state.db"), var0
 	_, stop := start(t, cfg, Options{Notifier: newRecorder(0), FindMedium: find, Cmdline: "boot=live cairn.label=MY_SITE_1 quiet"})
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -163,7 +166,7 @@ func TestRunRefusesMediumWithoutStore(t *testing.T) {
 	medium := t.TempDir()
 	find := func(context.Context, appliance.MediumConfig) (string, error) { return medium, nil }
 	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
+	cfg.Listen, cfg.SiteDir = "127.0.0.1:0", ""
 	err := Run(context.Background(), cfg, Options{Notifier: newRecorder(0), FindMedium: find, Cmdline: "x"})
 	if err == nil || !strings.Contains(err.Error(), "holds no store at cairn/store") {
 		t.Fatalf("Run(medium without store) = %v, want an error saying the medium holds no store", err)

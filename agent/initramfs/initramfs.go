@@ -45,10 +45,12 @@ const (
 )
 
 // DefaultModules are the drivers the agent loads unless told otherwise: the network cards
-// (virtio, Intel e1000 and e1000e) and the disk controllers (virtio-blk, virtio-scsi with
-// SCSI disks, NVMe, AHCI) of VMs and common servers. The rest of what they need is built
-// into Debian's kernel (virtio_pci, the PCI and block layers).
-var DefaultModules = []string{"virtio_net", "e1000", "e1000e", "virtio_blk", "virtio_scsi", "sd_mod", "nvme", "ahci"}
+// (virtio, Intel e1000 and e1000e), the disk controllers (virtio-blk, virtio-scsi with SCSI
+// disks, NVMe, AHCI) of VMs and common servers, and virtio's random number generator, which
+// seeds the kernel's at once in a VM whose CPU has no RDRAND (DHCP needs random numbers).
+// The rest of what they need is built into Debian's kernel (virtio_pci, the PCI and block
+// layers, the hardware RNG core).
+var DefaultModules = []string{"virtio_net", "e1000", "e1000e", "virtio_blk", "virtio_scsi", "sd_mod", "nvme", "ahci", "virtio_rng"}
 
 // Module is one kernel module to carry.
 type Module struct {

@@ -105,8 +105,30 @@ type linuxMachine struct{}
 
 // LoadModules implements Machine: the modules initramfs.LoadList names, in its order. A module
 // the kernel has already (built in, or loaded) is fine; one that fails is said and skipped.
+// Then it waits for the kernel's random number generator, which DHCP's transaction IDs need,
+// saying so when it is not seeded yet.
 func (linuxMachine) LoadModules(say func(string, ...any)) error {
-	return loadModules("/", say)
+	err := loadModules("/", say)
+	waitRandom(say)
+	return err
+}
+
+// waitRandom blocks until the kernel's random number generator is seeded. With RDRAND or a
+// hardware RNG that is at once; without either (a VM with an emulated CPU and no virtio-rng)
+// the kernel gathers timing jitter, which can take minutes under emulation.
+func waitRandom(say func(string, ...any)) {
+	b := make([]byte, 1)
+	if _, err := unix.Getrandom(b, unix.GRND_NONBLOCK); !errors.Is(err, unix.EAGAIN) {
+		return
+	}
+	start := time.Now()
+	say("cairn-agent: waiting for the kernel's random number generator to be seeded (no RDRAND and no hardware RNG)")
+	for {
+		if _, err := unix.Getrandom(b, 0); !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	say("cairn-agent: the random number generator is seeded after %s", time.Since(start).Round(time.Second/10))
 }
 
 func loadModules(root string, say func(string, ...any)) error {

@@ -56,13 +56,17 @@ var (
 	fix     *fixture
 	fixErr  error
 	fixDir  string
+	// cleanupDirs are the other fixtures' work directories, removed at the end.
+	cleanupDirs []string
 )
 
 func TestMain(m *testing.M) {
 	logrus.SetOutput(io.Discard) // the example content registry's request log
 	code := m.Run()
-	if fixDir != "" {
-		os.RemoveAll(fixDir)
+	for _, d := range append(cleanupDirs, fixDir) {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 	os.Exit(code)
 }

@@ -74,8 +74,23 @@ type Options struct {
 	// line carries the argument.
 	Shell bool
 	// DataDisk, when set, is a raw image file attached as a virtio disk (the guest's
-	// /dev/vda): the appliance's data disk. DataDiskImage makes one.
+	// /dev/vda): the appliance's data disk, or a PXE-booted machine's local disk.
+	// DataDiskImage makes one.
 	DataDisk string
+	// DataDiskSerial is DataDisk's serial number; empty means cairn-data.
+	DataDiskSerial string
+	// NetBoot boots the VM from its network card first, then from DataDisk, as a machine
+	// whose boot order puts the network first; ISO may then be empty.
+	NetBoot bool
+	// Tap, when set, is the VM's network instead of QEMU's user mode: its card is on this
+	// tap device, which exists in the network namespace Netns (on a bridge there). Forward
+	// must be empty then.
+	Tap, Netns string
+	// MAC is the network card's MAC; empty means QEMU's 52:54:00:12:34:56.
+	MAC string
+	// NoNICROM gives the network card no option ROM (romfile=): under OVMF the firmware's
+	// own UEFI PXE boots it, as on a real machine, instead of QEMU's iPXE ROM.
+	NoNICROM bool
 	// Resettable lets Reset restart the guest as a reset button would. Without it a guest
 	// that reboots ends QEMU (-no-reboot), so that a crash ends the test at once.
 	Resettable bool
@@ -121,8 +136,11 @@ func New(t testing.TB, opts Options) *VM {
 			}
 		}
 	}
-	if _, err := os.Stat(opts.ISO); err != nil {
+	if _, err := os.Stat(opts.ISO); err != nil && !(opts.NetBoot && opts.ISO == "") {
 		t.Fatalf("vmtest: ISO %q: %v", opts.ISO, err)
+	}
+	if opts.Tap != "" && len(opts.Forward) > 0 {
+		t.Fatal("vmtest: Options.Forward needs QEMU's user-mode network; a VM on Options.Tap has none")
 	}
 	if opts.MemoryMiB == 0 {
 		opts.MemoryMiB = 1024
@@ -195,8 +213,13 @@ func (vm *VM) Args(accel string) []string {
 			cpus = 1
 		}
 	}
+	machine := "q35"
+	if o.NetBoot {
+		// SeaBIOS then copies the screen to the serial port: iPXE's lines show in serial.log.
+		machine += ",graphics=off"
+	}
 	args := []string{
-		"-machine", "q35", "-accel", accel, "-m", strconv.Itoa(o.MemoryMiB), "-smp", strconv.Itoa(cpus),
+		"-machine", machine, "-accel", accel, "-m", strconv.Itoa(o.MemoryMiB), "-smp", strconv.Itoa(cpus),
 		"-display", "none", "-monitor", "none",
 		"-chardev", "file,id=ser0,path=" + vm.SerialLog(), "-serial", "chardev:ser0",
 	}
@@ -223,25 +246,52 @@ func (vm *VM) Args(accel string) []string {
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+filepath.Join(vm.dir, "OVMF_VARS.fd"))
 	}
-	switch o.Media {
-	case CDROM:
+	if o.NetBoot {
+		bootindex = ",bootindex=1" // after the network card
+	}
+	switch {
+	case o.ISO == "":
+	case o.Media == CDROM:
 		args = append(args, "-drive", "if=none,id=boot,media=cdrom,readonly=on,format=raw,file="+o.ISO,
 			"-device", "ide-cd,drive=boot"+bootindex)
-	case USB:
+	case o.Media == USB:
 		// snapshot=on: the guest may write to its "stick" without touching the ISO.
 		args = append(args, "-device", "qemu-xhci,id=xhci",
 			"-drive", "if=none,id=boot,format=raw,snapshot=on,file="+o.ISO,
 			"-device", "usb-storage,bus=xhci.0,drive=boot"+bootindex)
 	}
 	if o.DataDisk != "" {
+		serial, diskIndex := o.DataDiskSerial, ""
+		if serial == "" {
+			serial = "cairn-data"
+		}
+		if o.NetBoot {
+			diskIndex = ",bootindex=2" // after the network card and the ISO
+		}
 		args = append(args, "-drive", "if=none,id=data,format=raw,cache=writeback,file="+o.DataDisk,
-			"-device", "virtio-blk-pci,drive=data,serial=cairn-data")
+			"-device", "virtio-blk-pci,drive=data,serial="+serial+diskIndex)
 	}
 	netdev := "user,id=net0,restrict=on"
 	for _, gp := range o.Forward {
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", vm.ports[gp], gp)
 	}
-	return append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0")
+	if o.Tap != "" {
+		// The tap exists already (on a bridge); QEMU runs no script on it.
+		netdev = "tap,id=net0,ifname=" + o.Tap + ",script=no,downscript=no"
+	}
+	nic := "virtio-net-pci,netdev=net0"
+	if o.MAC != "" {
+		nic += ",mac=" + o.MAC
+	}
+	if o.NoNICROM {
+		nic += ",romfile="
+	}
+	if o.NetBoot {
+		nic += ",bootindex=0"
+		// A network-booted agent needs random numbers at once (DHCP); TCG's CPU has no RDRAND.
+		args = append(args, "-device", "virtio-rng-pci")
+	}
+	return append(args, "-netdev", netdev, "-device", nic)
 }
 
 // Start boots the VM.
@@ -264,6 +314,10 @@ func (vm *VM) Start() {
 	}
 	fmt.Fprintf(logf, "%s %s\n", qemuBin, strings.Join(args, " "))
 	vm.cmd = exec.Command(qemuBin, args...) //nolint:gosec // G204: QEMU with arguments we built
+	if vm.opts.Netns != "" {
+		// ip netns exec execs QEMU in the namespace: the process is QEMU's, to kill as such.
+		vm.cmd = exec.Command("ip", append([]string{"netns", "exec", vm.opts.Netns, qemuBin}, args...)...) //nolint:gosec // G204: as above
+	}
 	vm.cmd.Stdout, vm.cmd.Stderr = logf, logf
 	if err := vm.cmd.Start(); err != nil {
 		_ = logf.Close()
@@ -272,11 +326,17 @@ func (vm *VM) Start() {
 	vm.started = time.Now()
 	vm.exit = make(chan error, 1)
 	go func() { vm.exit <- vm.cmd.Wait(); _ = logf.Close() }()
-	how := fmt.Sprintf("with %s from a %s", vm.opts.Firmware, vm.opts.Media)
-	if vm.opts.Kernel != nil {
+	what, how := filepath.Base(vm.opts.ISO), fmt.Sprintf("with %s from a %s", vm.opts.Firmware, vm.opts.Media)
+	switch {
+	case vm.opts.Kernel != nil:
 		how = fmt.Sprintf("through its kernel, directly, with the ISO on a %s", vm.opts.Media)
+	case vm.opts.NetBoot:
+		what, how = "a machine "+vm.opts.MAC, fmt.Sprintf("with %s from its network card", vm.opts.Firmware)
+		if vm.opts.NoNICROM {
+			how += " (the firmware's own PXE)"
+		}
 	}
-	vm.t.Logf("vmtest: booting %s %s (%s); logs in %s", filepath.Base(vm.opts.ISO), how, accel, vm.dir)
+	vm.t.Logf("vmtest: booting %s %s (%s); logs in %s", what, how, accel, vm.dir)
 }
 
 // QMPSocket is the unix socket of QEMU's machine protocol, when Options.Resettable.
@@ -395,6 +455,24 @@ func (vm *VM) WaitSerial(want string, timeout time.Duration) string {
 			vm.t.Fatalf("vmtest: the serial console did not show %q within %s; last lines:\n%s", want, timeout, tail(b, 30))
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// WaitExit waits until QEMU ends by itself (the guest powered off, or rebooted without
+// Resettable) and returns how long after power-on. It fails the test when timeout passes
+// first, showing the console's last lines.
+func (vm *VM) WaitExit(timeout time.Duration) time.Duration {
+	vm.t.Helper()
+	select {
+	case err := <-vm.exit:
+		vm.exit <- err // for Stop
+		up := vm.Uptime()
+		vm.t.Logf("vmtest: QEMU ended %s after power-on (%v)", up.Round(time.Second/10), err)
+		return up
+	case <-time.After(timeout):
+		b, _ := os.ReadFile(vm.SerialLog())
+		vm.t.Fatalf("vmtest: the VM was still running %s later; last lines:\n%s", timeout, tail(b, 30))
+		return 0
 	}
 }
 

@@ -11,9 +11,10 @@
 // decompresses them itself.
 //
 // It lives beside the agent rather than in package build because the layout is the agent's
-// contract; the build calls Write when it makes the netboot artifacts. It writes the same
-// bytes for the same inputs (entries sorted, one modification time, no owners), so that a
-// build stays reproducible.
+// contract, which both sides must read the same way; package build is to call Write when it
+// makes the netboot artifacts (cairn build does not make them yet: the PXE VM test does, from
+// the appliance base). It writes the same bytes for the same inputs (entries in a fixed
+// order, one modification time, no owners), so that a build stays reproducible.
 package initramfs
 
 import (

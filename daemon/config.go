@@ -44,6 +44,10 @@ type Config struct {
 	// PXE runs DHCP (as site.toml's network.dhcp says) and TFTP on the site's provisioning
 	// interface. Default true; the HTTP boot endpoints are served either way.
 	PXE bool `toml:"pxe"`
+	// NetworkDir, when set (the appliance sets /run/systemd/network), is where the daemon
+	// writes the systemd-networkd file that gives the site's provisioning interface the
+	// appliance's address; it then runs networkctl reload.
+	NetworkDir string `toml:"network_dir"`
 }
 
 // DefaultConfig is the configuration when no file says otherwise.
@@ -64,7 +68,7 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		var strict *toml.StrictMissingError
 		if errors.As(err, &strict) {
-			return cfg, fmt.Errorf("%s: %s; the keys are medium_label, store, site, site_dir, state, listen, upper, data_dir, allow_ephemeral and pxe", path, strings.TrimSpace(strict.String()))
+			return cfg, fmt.Errorf("%s: %s; the keys are medium_label, store, site, site_dir, state, listen, upper, data_dir, allow_ephemeral, pxe and network_dir", path, strings.TrimSpace(strict.String()))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {

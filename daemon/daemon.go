@@ -153,8 +153,18 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 			if err != nil {
 				return err
 			}
-			svcs, conv.applied = append(svcs, pxe...), follow
-			conv.problems = problems
+			svcs, conv.applied, conv.problems = append(svcs, pxe...), follow, problems
+			if cfg.NetworkDir != "" {
+				// The address first: DHCP and TFTP, told next, serve on it.
+				nc := newNetconf(cfg.NetworkDir, log.With("service", "network"))
+				conv.applied = append([]func(*site.Site){nc.Update}, conv.applied...)
+				conv.problems = append(conv.problems, func() string {
+					if p := nc.Problem(); p != "" {
+						return "network not configured: " + p
+					}
+					return ""
+				})
+			}
 		}
 		conv.ephemeral, conv.serving, conv.reload = ephemeral, fmt.Sprintf("serving %d artifacts from %s on %s", ix.Totals.Artifacts, storeDir, addr), opts.Reload
 		// The site is loaded (and applied) before READY=1: systemctl start returns when the

@@ -85,6 +85,14 @@ func TestApplianceSystemd(t *testing.T) {
 	if m == nil {
 		t.Fatalf("systemctl status cairn shows no STATUS= line of the example site's generation and hosts (or still says ephemeral):\n%s", status)
 	}
+	// The provisioning interface of the example site (eth1, not in this VM) is configured
+	// through networkd, and DHCP and TFTP say they wait for it.
+	if nw := sh.MustRun("cat /run/systemd/network/10-cairn-provisioning.network"); !strings.Contains(nw, "Name=eth1") || !strings.Contains(nw, "Address=10.20.0.1/24") {
+		t.Errorf("the provisioning interface's networkd file:\n%s", nw)
+	}
+	if strings.Contains(m[0], "network not configured") || !strings.Contains(m[0], `DHCP not serving: network.interface = \"eth1\"`) {
+		t.Errorf("STATUS= about the provisioning network: %s", m[0])
+	}
 	gen, _ := strconv.ParseInt(m[1], 10, 64)
 	if got := appliedGeneration(t, api, 60*time.Second); got != gen {
 		t.Errorf("/api/v1/status applied generation %d, systemctl status says %d", got, gen)

@@ -90,8 +90,8 @@ func TestApplianceSystemd(t *testing.T) {
 	if nw := sh.MustRun("cat /run/systemd/network/10-cairn-provisioning.network"); !strings.Contains(nw, "Name=eth1") || !strings.Contains(nw, "Address=10.20.0.1/24") {
 		t.Errorf("the provisioning interface's networkd file:\n%s", nw)
 	}
-	if strings.Contains(m[0], "network not configured") || !strings.Contains(m[0], `DHCP not serving: network.interface = \"eth1\"`) {
-		t.Errorf("STATUS= about the provisioning network: %s", m[0])
+	if st := unitProps(sh, "StatusText")["StatusText"]; strings.Contains(st, "network not configured") || !strings.Contains(st, `DHCP not serving: network.interface = "eth1"`) {
+		t.Errorf("STATUS= says of the provisioning network: %s", st)
 	}
 	gen, _ := strconv.ParseInt(m[1], 10, 64)
 	if got := appliedGeneration(t, api, 60*time.Second); got != gen {

@@ -131,16 +131,17 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	defer ln.Close() // in case Run returns before the server owns it
 	addr := ln.Addr().String()
 	serving := fmt.Sprintf("serving %d artifacts from %s on %s", ix.Totals.Artifacts, storeDir, addr)
+	plain := serving // what STATUS= says without a site
 	if ephemeral != "" {
-		serving = ephemeral + "; " + serving
+		plain = ephemeral + "; " + serving
 	}
-	status := func() string { return serving }
+	status := func() string { return plain }
 
 	wd := &watchdog{notify: notify, log: log, interval: notifier.WatchdogInterval(), probe: "http://" + loopback(addr) + "/v2/"}
 	handler := reg
 	var svcs []named
 	if cfg.SiteDir == "" {
-		svcs = append(svcs, named{"reload", &reloader{notify: notify, log: log, reload: opts.Reload, status: serving}})
+		svcs = append(svcs, named{"reload", &reloader{notify: notify, log: log, reload: opts.Reload, status: plain}})
 	} else {
 		st, conv, h, err := startConverging(cfg, opts, wiring{log: log, notify: notify, registry: reg,
 			storeDir: storeDir, seed: seed, ephemeral: ephemeral})
@@ -166,7 +167,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 				})
 			}
 		}
-		conv.ephemeral, conv.serving, conv.reload = ephemeral, fmt.Sprintf("serving %d artifacts from %s on %s", ix.Totals.Artifacts, storeDir, addr), opts.Reload
+		conv.ephemeral, conv.serving, conv.reload = ephemeral, serving, opts.Reload
 		// The site is loaded (and applied) before READY=1: systemctl start returns when the
 		// daemon serves what the site says.
 		conv.start(ctx)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -84,9 +85,12 @@ func (n *netconf) Update(s *site.Site) {
 	}
 	n.last, n.problem = want, ""
 	// networkd configures the link a moment after the reload: give it that moment, so that
-	// DHCP and TFTP, told of the site next, find the address on the interface.
-	for deadline := time.Now().Add(n.settle); holds(s.Network.Interface, s.Network.ApplianceIP) != nil && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
+	// DHCP and TFTP, told of the site next, find the address on the interface (an interface
+	// that is not there at all gets no address by waiting).
+	if _, err := net.InterfaceByName(s.Network.Interface); err == nil {
+		for deadline := time.Now().Add(n.settle); holds(s.Network.Interface, s.Network.ApplianceIP) != nil && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 	n.log.Info("network: the provisioning interface is configured", "interface", s.Network.Interface,
 		"address", s.Network.ApplianceIP, "file", filepath.Join(n.dir, provisioningNetwork))

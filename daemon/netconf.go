@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -69,6 +70,11 @@ func (n *netconf) Update(s *site.Site) {
 	want := networkFile(s.Network)
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.last == nil && n.problem == "" {
+		// A daemon restarted within one boot finds the file it wrote (/run outlives it):
+		// networkd has it already.
+		n.last, _ = os.ReadFile(filepath.Join(n.dir, provisioningNetwork))
+	}
 	if bytes.Equal(want, n.last) {
 		return
 	}
@@ -120,10 +126,18 @@ func (n *netconf) write(b []byte) error {
 	return nil
 }
 
+// networkctlReload makes networkd read its configuration again: networkctl reload, which
+// needs D-Bus, or else a restart of systemd-networkd through systemd, which does not (the
+// appliance has no D-Bus; addresses stay while networkd restarts).
 func networkctlReload(ctx context.Context) error {
 	out, err := exec.CommandContext(ctx, "networkctl", "reload").CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	first := fmt.Errorf("networkctl reload: %w: %s", err, strings.TrimSpace(string(out)))
+	out, err = exec.CommandContext(ctx, "systemctl", "try-restart", "systemd-networkd.service").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("networkctl reload: %w: %s", err, strings.TrimSpace(string(out)))
+		return errors.Join(first, fmt.Errorf("systemctl try-restart systemd-networkd: %w: %s", err, strings.TrimSpace(string(out))))
 	}
 	return nil
 }

@@ -60,4 +60,12 @@ func TestNetconf(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Errorf("the directory holds %d entries, want the one file (no temporary left)", len(ents))
 	}
+
+	// A daemon restarted within the boot finds its file and reloads nothing.
+	again := newNetconf(dir, slog.New(slog.DiscardHandler))
+	again.reload = func(context.Context) error { reloads++; return nil }
+	again.Update(testNetwork("lo", "127.0.0.2"))
+	if reloads != 3 {
+		t.Errorf("a restarted daemon reloaded networkd for the network it had configured (%d reloads)", reloads)
+	}
 }

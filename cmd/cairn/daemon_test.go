@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,8 +75,13 @@ func TestDaemonServesAndStops(t *testing.T) {
 	if _, err := st.Seal(ctx, key); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(t.TempDir(), "daemon.toml")
-	if err := os.WriteFile(cfg, []byte("listen = \"127.0.0.1:0\"\nstore = \""+store+"\"\n"), 0o644); err != nil {
+	// Its site and state in the test's directory, never this machine's /var/lib/cairn, and no
+	// DHCP or TFTP.
+	var0 := t.TempDir()
+	cfg := filepath.Join(var0, "daemon.toml")
+	conf := fmt.Sprintf("listen = \"127.0.0.1:0\"\nstore = %q\nsite_dir = %q\nstate = %q\ndata_dir = %q\npxe = false\n",
+		store, filepath.Join(var0, "site"), filepath.Join(var0, "state.db"), var0)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(ctx)

@@ -238,17 +238,7 @@ func TestSchema1Migrates(t *testing.T) {
 		_ = s.Update(ctx, func(tx Tx) error { return tx.Append(Event{Kind: "k", Host: []string{"a", "b", ""}[i%3]}) })
 	}
 	_ = s.Close()
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketHostEvents); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, 1))
-	})
-	_ = db.Close()
+	downgrade(t, path, bucketHostEvents, 1)
 	s, err = Open(path, Options{})
 	if err != nil {
 		t.Fatalf("Open(schema 1) = %v", err)
@@ -371,17 +361,7 @@ func TestSchema2Migrates(t *testing.T) {
 	}
 	_ = s.Update(ctx, func(tx Tx) error { return tx.PutHost(Host{Name: "kept"}) })
 	_ = s.Close()
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketLeases); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, 2))
-	})
-	_ = db.Close()
+	downgrade(t, path, bucketLeases, 2)
 	s, err = Open(path, Options{})
 	if err != nil {
 		t.Fatalf("Open(schema 2) = %v", err)
@@ -400,4 +380,24 @@ func TestSchema2Migrates(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// downgrade makes the state file at path one of an older schema: without the bucket that
+// schema lacks, and saying so.
+func downgrade(t *testing.T, path string, bucket []byte, schema uint64) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucket); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, schema))
+	})
+	if err != nil {
+		t.Fatalf("making the file schema %d: %v", schema, err)
+	}
 }

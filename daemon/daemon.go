@@ -260,7 +260,7 @@ func startConverging(cfg Config, opts Options, w wiring) (state.Store, *converge
 		_ = st.Close()
 		return nil, nil, nil, err
 	}
-	agentH, err := agents.New(agents.Config{Store: st, Content: content, Log: w.log})
+	agentH, err := agents.New(agents.Config{Store: st, Content: content, Log: w.log, Site: func() *site.Site { return conv.Current().Site }})
 	if err != nil {
 		_ = st.Close()
 		return nil, nil, nil, err

@@ -132,7 +132,14 @@ const (
 )
 
 // ProvisionPlan is what the agent writes to the machine.
+//
+// Before it writes anything, the agent looks for a configdrive on the plan's disk: when its
+// record (RecordFile) names this Site, Host and Provision counter, the disk was provisioned
+// for this very plan by an appliance that has since forgotten it (restored or replaced). The
+// agent then adopts it: it writes nothing but the configdrive's AgentFile (the new host token)
+// and reports Done with Adopted set.
 type ProvisionPlan struct {
+	Site      string `json:"site"` // the site's name (site.toml's [site] name)
 	Host      string `json:"host"`
 	Provision int    `json:"provision"` // the site's provisioning counter this attempt serves
 	Image     Image  `json:"image"`
@@ -170,11 +177,41 @@ type Partition struct {
 }
 
 // ConfigDrive is the cloud-init NoCloud seed the agent writes (a vfat file system labelled
-// cidata): file name to content.
+// cidata, on a partition at the end of the disk): file name to content. The agent adds its
+// record (RecordFile).
 type ConfigDrive struct {
 	UserData      string `json:"user-data"`
 	MetaData      string `json:"meta-data"`
 	NetworkConfig string `json:"network-config,omitempty"`
+	// Agent is the host agent's file (AgentFile): the appliance's URL, the host's name and its
+	// host token, as JSON (HostAgent).
+	Agent string `json:"agent,omitempty"`
+}
+
+// The configdrive's files besides cloud-init's.
+const (
+	// RecordFile is the agent's record of what it wrote (Record, as JSON).
+	RecordFile = "cairn.json"
+	// AgentFile is ConfigDrive.Agent: what the host agent needs to reach the appliance.
+	AgentFile = "cairn-agent.json"
+)
+
+// Record is what the configdrive says of the provisioning that wrote it: enough to recognise
+// the disk as this site's, for this host and provision counter (see ProvisionPlan).
+type Record struct {
+	Site      string `json:"site"`
+	Host      string `json:"host"`
+	Provision int    `json:"provision"`
+	MAC       string `json:"mac"`
+	// Image is the sha256:... of what was written and checked: the image's uncompressed digest.
+	Image string `json:"image"`
+}
+
+// HostAgent is the content of AgentFile.
+type HostAgent struct {
+	Server string `json:"server"` // the daemon's base URL
+	Host   string `json:"host"`
+	Token  string `json:"token"` // the host token: "Authorization: Bearer TOKEN"
 }
 
 // Progress is a report while provisioning. Reports are coalesced: the daemon records at most
@@ -187,11 +224,17 @@ type Progress struct {
 	Time time.Time `json:"time,omitzero"`
 }
 
-// Done reports a finished attempt: the image is written and its digest checked.
+// Done reports a finished attempt: the image is written and its digest checked, or the disk
+// adopted.
 type Done struct {
-	// WrittenDigest is the sha256:... of what was written, the image's uncompressed digest.
-	WrittenDigest string `json:"written_digest,omitempty"`
-	Message       string `json:"message,omitempty"`
+	// WrittenDigest is the sha256:... of what was written and checked: the image's
+	// uncompressed digest. When Adopted, the digest the disk's record names.
+	WrittenDigest string `json:"written_digest"`
+	// Adopted says the disk already held this plan's provisioning (see ProvisionPlan) and was
+	// not written.
+	Adopted bool   `json:"adopted,omitempty"`
+	Disk    string `json:"disk,omitempty"` // the device written, e.g. /dev/vda
+	Message string `json:"message,omitempty"`
 }
 
 // Failed reports an attempt that cannot finish.

@@ -9,6 +9,15 @@
 // is in the state. The token dies when the attempt ends, done or failed. A call whose token is
 // missing, wrong or reused gets 401 and an event that names the machine and why.
 //
+// A plan names the host's OS image in the store (its blob URL, digests and format), its disk,
+// its extra partitions, and its configdrive (configdrive.go): cloud-init's meta-data,
+// network-config and user-data from the host's spec and the applied site, and the host
+// agent's file with a host token minted for the attempt (only its hash is kept). A done is
+// taken only when it reports the image's uncompressed digest (or adopts a disk that already
+// holds this provisioning, see agent/api.ProvisionPlan); any other digest fails the attempt.
+// Failed attempts are counted (state.Host.Failures); package daemon/boot stops booting the
+// agent after state.MaxAttempts of them in a row.
+//
 // A discovery call carries no token and can only create or update the machine's discovered
 // record (discovered-<mac without colons>) with the inventory it reports. Once a site host
 // has the MAC (the record is adopted, see package daemon/reconcile), it gets 401: the agent
@@ -43,6 +52,9 @@ type Config struct {
 	Store state.Store
 	// Content holds the OS images the plans name: the medium's store, then the upper one.
 	Content *airgap.Stores
+	// Site is the site last applied (nil before the first): the network and the site's name
+	// go into each configdrive. Nil means none.
+	Site func() *site.Site
 	// Server is the daemon's base URL as the machines reach it, for the image URL of a plan.
 	// Empty means the address each request came to.
 	Server string

@@ -156,7 +156,7 @@ func TestTokens(t *testing.T) {
 		im.Format != api.FormatRaw || im.UncompressedSize != int64(len(image)) || !strings.HasPrefix(im.UncompressedDigest, "sha256:") ||
 		im.URL != e.srv.URL+"/v2/os/debian-12/blobs/"+im.Digest || len(plan.Partitions) != 1 || plan.Partitions[0].SizeBytes != 1<<30 ||
 		!strings.Contains(plan.ConfigDrive.UserData, `"ssh_authorized_keys":["ssh-ed25519 AAAA ops@example"]`) ||
-		!strings.Contains(plan.ConfigDrive.MetaData, `"instance-id":"web-01-1"`) {
+		!strings.Contains(plan.ConfigDrive.MetaData, `"instance-id":"web-01-p1-`) || !strings.Contains(plan.ConfigDrive.Agent, `"host":"web-01"`) {
 		t.Errorf("plan = %s", b)
 	}
 	if h, _ := e.record(t, e.host); h.Phase != state.Provisioning {

@@ -11,6 +11,7 @@ import (
 	"github.com/cairn-appliance/cairn/agent/api"
 	"github.com/cairn-appliance/cairn/airgap"
 	"github.com/cairn-appliance/cairn/daemon/state"
+	"github.com/cairn-appliance/cairn/daemon/token"
 	"github.com/cairn-appliance/cairn/site"
 )
 
@@ -151,6 +152,11 @@ func (s *server) plan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	base := s.serverURL(r)
+	var cur *site.Site
+	if s.Site != nil {
+		cur = s.Site()
+	}
+	hostToken, hostHash := token.New()
 	s.authorized(w, r, c, func(tx state.Tx, h *state.Host) (int, any, error) {
 		var sp spec
 		if err := json.Unmarshal(h.Spec, &sp); err != nil || sp.OS == "" {
@@ -168,7 +174,9 @@ func (s *server) plan(w http.ResponseWriter, r *http.Request) {
 			Image: api.Image{Artifact: a.Name, Repository: a.Repository, ManifestDigest: a.Digest.String(),
 				URL:    base + "/v2/" + a.Repository + "/blobs/" + p.Digest.String(),
 				Digest: p.Digest.String(), Size: p.Size},
-			ConfigDrive: configDrive(h, sp),
+		}
+		if cur != nil {
+			plan.Site = cur.Settings.Name
 		}
 		if a.OS != nil {
 			plan.Image.Format = api.ImageFormat(a.OS.Format)
@@ -176,11 +184,13 @@ func (s *server) plan(w http.ResponseWriter, r *http.Request) {
 			plan.Image.UncompressedSize = a.OS.UncompressedSize
 		}
 		for _, pt := range sp.Partitions {
-			fs := pt.Filesystem
-			if fs == "" {
-				fs = "ext4"
-			}
-			plan.Partitions = append(plan.Partitions, api.Partition{Label: pt.Label, SizeBytes: uint64(pt.Size), Filesystem: fs, Mount: pt.Mount})
+			plan.Partitions = append(plan.Partitions, api.Partition{Label: pt.Label, SizeBytes: uint64(pt.Size), Filesystem: fsOf(pt), Mount: pt.Mount}) //nolint:gosec // sizes are positive
+		}
+		// Each plan is a new attempt, with a new host token: the one the configdrive carries.
+		h.HostTokenHash = hostHash
+		plan.ConfigDrive, err = configDrive(h, sp, cur, base, hostToken)
+		if err != nil {
+			return http.StatusConflict, api.Error{Error: fmt.Sprintf("no plan for %s: %v", h.Name, err)}, nil
 		}
 		if h.Phase != state.Provisioning {
 			if err := tx.Append(state.Event{Host: h.Name, Kind: "host.provisioning",
@@ -191,25 +201,6 @@ func (s *server) plan(w http.ResponseWriter, r *http.Request) {
 		h.Phase, h.Progress, h.Reason, h.Message = state.Provisioning, 0, "", "plan fetched"
 		return http.StatusOK, plan, nil
 	})
-}
-
-// configDrive is the NoCloud seed of a host: for now its name, its SSH keys and its time
-// zone. cloud-init reads YAML, of which JSON is a part: encoding/json writes it, and escapes
-// whatever the site holds.
-func configDrive(h *state.Host, sp spec) api.ConfigDrive {
-	meta, _ := json.Marshal(map[string]string{
-		"instance-id":    fmt.Sprintf("%s-%d", h.Name, h.Provision),
-		"local-hostname": h.Name,
-	})
-	user := map[string]any{"hostname": h.Name, "preserve_hostname": false}
-	if len(sp.SSHAuthorizedKeys) > 0 {
-		user["ssh_authorized_keys"] = sp.SSHAuthorizedKeys
-	}
-	if sp.Timezone != "" {
-		user["timezone"] = sp.Timezone
-	}
-	ud, _ := json.Marshal(user)
-	return api.ConfigDrive{MetaData: string(meta) + "\n", UserData: "#cloud-config\n" + string(ud) + "\n"}
 }
 
 func (s *server) reportProgress(w http.ResponseWriter, r *http.Request) {
@@ -284,18 +275,63 @@ func (s *server) done(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.authorized(w, r, c, func(tx state.Tx, h *state.Host) (int, any, error) {
-		msg := "provisioned: the image is written"
-		if d.WrittenDigest != "" {
-			msg += " (" + text(d.WrittenDigest, 80) + ")"
+		want, err := s.imageDigest(h)
+		if err != nil {
+			return http.StatusConflict, api.Error{Error: err.Error()}, nil
+		}
+		disk := ""
+		if d.Disk != "" {
+			disk = " on " + text(d.Disk, 80)
+		}
+		var msg string
+		switch {
+		case d.Adopted:
+			msg = fmt.Sprintf("provisioned: adopted, not written: the disk%s already carries this site's configdrive for %s (provision %d), image %s", disk, h.Name, h.Provision, text(d.WrittenDigest, 80))
+			if d.WrittenDigest != want {
+				msg += fmt.Sprintf(" (the site's image is now %s: raise provision to write it)", want)
+			}
+		case d.WrittenDigest != want:
+			// Done is only for a written image whose digest checked out: anything else is a
+			// failed attempt, whatever the agent thinks.
+			reason := fmt.Sprintf("verifying: the agent reported %q written, but the image is %s", text(d.WrittenDigest, 80), want)
+			spend(h)
+			h.Phase, h.Reason, h.Message, h.Failures, h.Updated = state.Failed, reason, "failed", h.Failures+1, now()
+			s.forget(c.mac)
+			if err := tx.PutHost(*h); err != nil { // authorized writes back only what it answers 2xx to
+				return 0, nil, err
+			}
+			return http.StatusConflict, api.Error{Error: reason}, tx.Append(state.Event{Host: h.Name, Kind: "host.failed", Message: "provisioning failed: " + reason})
+		default:
+			msg = fmt.Sprintf("provisioned: %s written%s and verified", want, disk)
 		}
 		if m := text(d.Message, 200); m != "" {
 			msg += "; " + m
 		}
 		spend(h)
-		h.Phase, h.Progress, h.Reason, h.Message = state.Provisioned, 100, "", text(msg, 200)
+		h.Phase, h.Progress, h.Reason, h.Failures, h.Message = state.Provisioned, 100, "", 0, text(msg, 300)
 		s.forget(c.mac)
-		return http.StatusOK, nil, tx.Append(state.Event{Host: h.Name, Kind: "host.provisioned", Message: msg + "; it boots from its disk from now on"})
+		kind := "host.provisioned"
+		if d.Adopted {
+			kind = "host.adopted"
+		}
+		return http.StatusOK, nil, tx.Append(state.Event{Host: h.Name, Kind: kind, Message: msg + "; it boots from its disk from now on"})
 	})
+}
+
+// imageDigest is the uncompressed digest of h's OS image: what a done must report.
+func (s *server) imageDigest(h *state.Host) (string, error) {
+	var sp spec
+	if err := json.Unmarshal(h.Spec, &sp); err != nil || sp.OS == "" {
+		return "", fmt.Errorf("host %s has no recorded spec (no OS): is the site applied?", h.Name)
+	}
+	a, p, err := s.Content.Find(airgap.KindOS, sp.OS)
+	if err != nil {
+		return "", fmt.Errorf("host %s: its OS image %s: %w", h.Name, sp.OS, err)
+	}
+	if a.OS != nil && a.OS.UncompressedDigest != "" {
+		return a.OS.UncompressedDigest.String(), nil
+	}
+	return p.Digest.String(), nil
 }
 
 func (s *server) failed(w http.ResponseWriter, r *http.Request) {
@@ -317,10 +353,14 @@ func (s *server) failed(w http.ResponseWriter, r *http.Request) {
 	}
 	s.authorized(w, r, c, func(tx state.Tx, h *state.Host) (int, any, error) {
 		spend(h)
-		h.Phase, h.Reason, h.Message = state.Failed, reason, "failed"
+		h.Phase, h.Reason, h.Message, h.Failures = state.Failed, reason, "failed", h.Failures+1
 		s.forget(c.mac)
+		next := "its next boot tries again"
+		if h.Failures >= state.MaxAttempts {
+			next = fmt.Sprintf("%d attempts failed in a row: its boots wait, writing nothing, until cairn host reprovision %s", h.Failures, h.Name)
+		}
 		return http.StatusOK, nil, tx.Append(state.Event{Host: h.Name, Kind: "host.failed",
-			Message: fmt.Sprintf("provisioning failed: %s; it boots from its disk until provisioned again (cairn host reprovision %s)", reason, h.Name)})
+			Message: fmt.Sprintf("provisioning failed: %s; %s", reason, next)})
 	})
 }
 

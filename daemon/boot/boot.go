@@ -4,10 +4,12 @@
 //
 // The script follows the machine's record in the state (decision 7): a MAC the state does not
 // know, or a discovered one, boots the cairn agent to report its inventory; a host waiting to
-// be provisioned, or being provisioned, boots the agent with a new one-time provisioning token
-// (each boot is a new attempt); a provisioned host, and a failed one, boots from its local
-// disk, so that a machine whose boot order puts the network first never loops into an
-// install. An ephemeral appliance provisions nothing: the script says why and reboots.
+// be provisioned, being provisioned (a power cut half-way), or whose last attempt failed, boots
+// the agent with a new one-time provisioning token (each boot is a new attempt); a provisioned
+// host boots from its local disk, so that a machine whose boot order puts the network first
+// never loops into an install. After state.MaxAttempts failed attempts in a row the script
+// boots neither the agent nor the disk, which may be half-written: it says so and asks again
+// every WaitDelay, until the host's provision counter is raised. An ephemeral appliance provisions nothing: the script says why and reboots.
 //
 // Scripts are text templates (templates/*.ipxe, embedded). Every fetch in them is retried a
 // bounded number of times; a last failure prints the reason on the console and reboots after
@@ -63,6 +65,9 @@ type Config struct {
 	Tries       int
 	RetryDelay  time.Duration
 	RebootDelay time.Duration
+	// WaitDelay is how long the script of a host whose attempts keep failing waits before
+	// asking for a new one (default 5 min).
+	WaitDelay time.Duration
 	Log         *slog.Logger
 }
 
@@ -96,6 +101,9 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	if cfg.RebootDelay <= 0 {
 		cfg.RebootDelay = 30 * time.Second
+	}
+	if cfg.WaitDelay <= 0 {
+		cfg.WaitDelay = 5 * time.Minute
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -183,7 +191,10 @@ func (s *server) decide(ctx context.Context, d *scriptData) (string, string, err
 	case !found || h.Phase == state.Discovered:
 		s.agent(d, agentapi.ModeDiscover, "")
 		return h.Name, "agent.ipxe", nil
-	case h.Phase == state.Pending || h.Phase == state.Provisioning:
+	case h.Phase == state.Failed && h.Failures >= state.MaxAttempts:
+		d.Failures, d.WaitDelay = h.Failures, seconds(s.WaitDelay)
+		return h.Name, "waiting.ipxe", nil
+	case h.Phase == state.Pending || h.Phase == state.Provisioning || h.Phase == state.Failed:
 		tok, err := s.Tokens.Provisioning(ctx, h.Name)
 		if errors.Is(err, token.ErrEphemeral) {
 			return h.Name, "ephemeral.ipxe", nil
@@ -194,10 +205,7 @@ func (s *server) decide(ctx context.Context, d *scriptData) (string, string, err
 		s.agent(d, agentapi.ModeProvision, tok)
 		return h.Name, "agent.ipxe", nil
 	default:
-		// Provisioned and on (deploying, ready), or failed: the disk is what there is. A
-		// failed host is provisioned again only when asked (its provision counter raised),
-		// never by a reboot.
-		d.Failed = h.Phase == state.Failed
+		// Provisioned and on (deploying, ready): the disk is what there is.
 		return h.Name, "local-" + d.Platform + ".ipxe", nil
 	}
 }
@@ -272,8 +280,8 @@ type scriptData struct {
 	KernelURL, InitramfsURL string
 	Args                    []string
 
-	// The local boot script: the host failed.
-	Failed bool
+	// The waiting script: how many attempts failed, and how long to wait before asking again.
+	Failures, WaitDelay int
 }
 
 //go:embed templates/*.ipxe

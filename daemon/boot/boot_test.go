@@ -29,6 +29,7 @@ const (
 	macFailed      = "52:54:00:20:00:31"
 	macDiscovered  = "52:54:00:20:00:41"
 	macUnknown     = "52:54:00:99:00:01"
+	macGaveUp      = "52:54:00:20:00:32"
 )
 
 var kernel = bytes.Repeat([]byte("0123456789"), 1000)
@@ -53,7 +54,8 @@ func seed(t testing.TB) state.Store {
 			{Name: "web-01", MAC: macPending, Phase: state.Pending},
 			{Name: "db-01", MAC: macProvisioned, Phase: state.Provisioned},
 			{Name: "db-02", MAC: macReady, Phase: state.Ready},
-			{Name: "app-01", MAC: macFailed, Phase: state.Failed, Reason: "no disk matches first-nonremovable; $(reboot) # || &&"},
+			{Name: "app-01", MAC: macFailed, Phase: state.Failed, Failures: 1, Reason: "no disk matches first-nonremovable; $(reboot) # || &&"},
+			{Name: "app-02", MAC: macGaveUp, Phase: state.Failed, Failures: state.MaxAttempts, Reason: "writing: $(reboot) # || &&"},
 			{Name: "discovered-525400200041", MAC: macDiscovered, Phase: state.Discovered},
 		} {
 			if err := tx.PutHost(h); err != nil {
@@ -104,6 +106,7 @@ func TestScripts(t *testing.T) {
 		{"provisioned-efi", "mac=" + macProvisioned + "&platform=efi"},
 		{"ready-efi", "mac=" + macReady + "&platform=efi"},
 		{"failed-pcbios", "mac=" + macFailed + "&platform=pcbios"},
+		{"gave-up-efi", "mac=" + macGaveUp + "&platform=efi"},
 		{"ask-platform", "mac=" + macPending},
 		{"ask-mac", ""},
 	} {
@@ -116,8 +119,9 @@ func TestScripts(t *testing.T) {
 			if m := tokenArg.FindStringSubmatch(body); m != nil {
 				// The token is new each time: check it is the one the state keeps the hash of.
 				var hash string
+				mac, _, _ := strings.Cut(strings.TrimPrefix(c.query, "mac="), "&")
 				_ = st.View(context.Background(), func(tx state.Tx) error {
-					hs, _ := state.HostsByMAC(tx, macPending)
+					hs, _ := state.HostsByMAC(tx, strings.ToLower(mac))
 					hash = hs[0].ProvisionTokenHash
 					return nil
 				})

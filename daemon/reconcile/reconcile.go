@@ -200,7 +200,7 @@ func step(tx state.Tx, it plan.Item, d plan.Desired, discovered map[site.MAC]str
 		h.Spec = d.Spec
 		event.Message = "spec changed"
 	case plan.Reprovision:
-		h.Phase, h.Reason, h.Progress = state.Pending, "", 0
+		h.Phase, h.Reason, h.Progress, h.Failures = state.Pending, "", 0, 0
 		h.Provision, h.Spec = d.Host.Provision, d.Spec
 		h.HostTokenHash, h.ProvisionTokenHash = "", "" // a new disk gets new tokens
 		event.Message = fmt.Sprintf("re-provision requested (provision %d): the disk will be written again", h.Provision)

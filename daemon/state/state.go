@@ -38,6 +38,10 @@ const (
 	Failed       Phase = "failed"       // stopped with a Reason
 )
 
+// MaxAttempts is how many provisioning attempts may fail in a row before the host's boots stop
+// trying: its boot script then waits, writing nothing, until the provision counter is raised.
+const MaxAttempts = 3
+
 // Phases lists every phase in life order.
 var Phases = []Phase{Discovered, Pending, Provisioning, Provisioned, Deploying, Ready, Failed}
 
@@ -50,6 +54,9 @@ type Host struct {
 	Reason    string `json:"reason,omitempty"`   // why it failed
 	Progress  int    `json:"progress,omitempty"` // percent, while provisioning
 	Provision int    `json:"provision"`          // the site's provisioning counter last acted on
+	// Failures counts the provisioning attempts that failed in a row since the counter was
+	// last raised (or the host added); a verified attempt resets it.
+	Failures int `json:"failures,omitempty"`
 
 	// Spec and Containers are the host's desired spec and containers as last applied, as
 	// canonical JSON (see package daemon/plan): a plan diffs the site against them.

@@ -68,7 +68,7 @@ type Config struct {
 	// WaitDelay is how long the script of a host whose attempts keep failing waits before
 	// asking for a new one (default 5 min).
 	WaitDelay time.Duration
-	Log         *slog.Logger
+	Log       *slog.Logger
 }
 
 type server struct {

@@ -1,0 +1,46 @@
+// Package configdrive writes and reads the cloud-init NoCloud volume the netboot agent leaves
+// on a host's disk: a FAT file system labelled cidata whose root holds user-data, meta-data,
+// network-config when there is one, and cairn's own record of what it wrote (RecordFile).
+//
+// It is built in Go, without mounting anything: Write lays out a FAT12 or FAT16 file system
+// (FAT16 for the usual 16 MiB; FAT12 only below about 2 MiB) in a region of an io.WriterAt,
+// the whole disk at the configdrive partition's offset, and Read reads one back from an
+// io.ReaderAt. The same inputs and modification time give the same bytes, the whole region
+// included (free space is zeroed). Names longer than 8.3 or in lower case get VFAT long-name
+// entries, as Linux writes them; files sit in the root directory only, each in one
+// contiguous run of clusters.
+//
+// Read also reads FAT32 and FAT12/16 volumes made by other tools (mkfs.vfat), root directory
+// only; subdirectories are skipped. The volume is not a general-purpose FAT driver: it writes
+// new volumes whole and never updates one in place.
+package configdrive
+
+// Files holds a volume's root files: name to content. Names are case-insensitive on FAT, so
+// two names that differ only in case are refused.
+type Files map[string][]byte
+
+// The files cloud-init's NoCloud datasource reads; user-data and meta-data are required.
+const (
+	UserData      = "user-data"
+	MetaData      = "meta-data"
+	NetworkConfig = "network-config"
+	VendorData    = "vendor-data"
+)
+
+// Label is the volume label cloud-init's NoCloud datasource looks for.
+const Label = "cidata"
+
+// RecordFile is the file holding cairn's Record (JSON) on the configdrive.
+const RecordFile = "cairn.json"
+
+// Record is what cairn keeps on the configdrive, so that a machine can be recognised and
+// adopted instead of rewritten.
+type Record struct {
+	Site      string `json:"site"`
+	Host      string `json:"host"`
+	Provision int    `json:"provision"`
+	// Image is the sha256:... of what was written to the disk: the image's uncompressed digest.
+	Image string `json:"image"`
+	// MAC is the address the machine booted from, canonical form.
+	MAC string `json:"mac"`
+}

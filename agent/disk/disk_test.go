@@ -551,11 +551,11 @@ func allZero(b []byte) bool {
 
 func TestSize(t *testing.T) {
 	for n, want := range map[int64]string{
-		100:          "100 bytes",
-		16 * mib:     "16 MiB (16777216 bytes)",
-		1536 << 20:   "1.5 GiB (1610612736 bytes)",
-		20000000000:  "18.6 GiB (20000000000 bytes)",
-		4 << 40:      "4 TiB (4398046511104 bytes)",
+		100:         "100 bytes",
+		16 * mib:    "16 MiB (16777216 bytes)",
+		1536 << 20:  "1.5 GiB (1610612736 bytes)",
+		20000000000: "18.6 GiB (20000000000 bytes)",
+		4 << 40:     "4 TiB (4398046511104 bytes)",
 	} {
 		if got := size(n); got != want {
 			t.Errorf("size(%d) = %q, want %q", n, got, want)

@@ -12,7 +12,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 TOOLS := $(CURDIR)/bin/tools
 FUZZTIME ?= 30s
 
-.PHONY: help build test test-full vmtest bench lint demo schema clean appliance-base
+.PHONY: help build test test-full vmtest bench lint demo schema clean appliance-base host-image
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,9 @@ vmtest: ## VM tier: QEMU scenarios (opt-in tests, turned on here)
 
 appliance-base: ## build the appliance OS base (vmlinuz, initrd, squashfs) unless cached; CAIRN_APPLIANCE_CACHE=dir
 	$(GO) run ./appliance/mkbase $(if $(CAIRN_APPLIANCE_CACHE),-cache $(CAIRN_APPLIANCE_CACHE))
+
+host-image: ## build the example host OS image (Debian trixie, raw+zstd) unless cached, print its path; CAIRN_HOST_IMAGE_CACHE=dir
+	$(GO) run ./examples/hostimage/mkimage $(if $(CAIRN_HOST_IMAGE_CACHE),-cache $(CAIRN_HOST_IMAGE_CACHE))
 
 bench: ## benchmarks, each beside the anchor it is compared with
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

@@ -16,6 +16,7 @@ packages=(
   chromium                                 # the status page test renders the page in a real browser
   curl tftp-hpa atftp                      # independent TFTP clients in the daemon/tftp tests
   dnsmasq-base                             # dnsmasq's TFTP server, the anchor of bench/tftp (the binary, no service)
+  zstd qemu-utils                          # the example host image (make host-image; mmdebstrap, mtools, fdisk as above): zstd, and qcow2 overlays in its boot test
   kea-admin                                # Kea's perfdhcp, the load of bench/dhcp (dnsmasq-base is its anchor and the DHCP server daemon/dhcp's proxy-mode test runs beside)
 )
 

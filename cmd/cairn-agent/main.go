@@ -1,18 +1,24 @@
 // Command cairn-agent runs on the hosts cairn provisions. As /init of the netboot initramfs
 // (package agent/initramfs) it reports the machine's inventory and, in provision mode, fetches
-// its plan (package agent/netboot); later it will write the OS image to disk, and on the
-// installed OS keep the host's containers running. It is built static (CGO_ENABLED=0) and
-// imports no registry or build code.
+// its plan (package agent/netboot); later it will write the OS image to disk as part of that
+// flow, and on the installed OS keep the host's containers running. It is built static
+// (CGO_ENABLED=0) and imports no registry or build code.
 //
 //	cairn-agent version     its version
 //	cairn-agent inventory   this machine's inventory, as the agent would report it (JSON)
+//	cairn-agent image write URL DEVICE --sha256 HEX [--format F] [--size N]
+//	                        write an OS image onto a disk by hand (package agent/image), from
+//	                        any Linux live system: to recover a machine without the daemon
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
+	"syscall"
 
 	"github.com/cairn-appliance/cairn/agent/inventory"
 	"github.com/cairn-appliance/cairn/agent/netboot"
@@ -20,6 +26,9 @@ import (
 
 // version is set at build time from VERSION and git describe (see Makefile).
 var version = "dev"
+
+const usage = `usage: cairn-agent version | inventory | image write URL DEVICE --sha256 HEX [--format F] [--size N]
+(as /init of the netboot initramfs it runs the mode the kernel command line names; the host mode is not implemented in this version)`
 
 func main() {
 	if os.Getpid() == 1 {
@@ -37,8 +46,13 @@ func main() {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(inv)
+	case len(os.Args) >= 2 && os.Args[1] == "image":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := imageCommand(ctx, os.Args[2:], os.Stderr)
+		stop()
+		os.Exit(code)
 	default:
-		fmt.Fprintln(os.Stderr, "usage: cairn-agent version | inventory\n(as /init of the netboot initramfs it runs the mode the kernel command line names; the host mode is not implemented in this version)")
+		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
 	}
 }

@@ -16,9 +16,8 @@ packages=(
   chromium                                 # the status page test renders the page in a real browser
   curl tftp-hpa atftp                      # independent TFTP clients in the daemon/tftp tests; curl is also in bench/imagewrite's anchor
   dnsmasq-base                             # dnsmasq's TFTP server, the anchor of bench/tftp (the binary, no service)
-  zstd qemu-utils                          # the example host image (make host-image; mmdebstrap, mtools, fdisk as above): zstd, and qcow2 overlays in its boot test
+  zstd qemu-utils                          # the example host image (make host-image; mmdebstrap, mtools, fdisk as above): zstd, and qcow2 overlays in its boot test; zstd is also in bench/imagewrite's anchor
   kea-admin                                # Kea's perfdhcp, the load of bench/dhcp (dnsmasq-base is its anchor and the DHCP server daemon/dhcp's proxy-mode test runs beside)
-  zstd                                     # with curl and dd, the anchor of bench/imagewrite
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,20 +1,26 @@
 // Package initramfs writes the netboot agent's initramfs (decision 8): a gzip-compressed newc
 // cpio archive whose /init is the static cairn-agent, with the kernel modules the agent loads
-// before it can reach the network and the disks, a list of them in load order, and
-// /dev/console. It also defines that layout, which the agent reads at boot (package
-// agent/netboot): the two sides agree through this package's constants.
+// before it can reach the network and the disks, a list of them in load order, the firmware
+// those modules ask for, and /dev/console. It also defines that layout, which the agent reads
+// at boot (package agent/netboot): the two sides agree through this package's constants, as
+// do cairn build and the daemon on the names of the netboot artifacts.
 //
-// The modules come from the kernel the initramfs boots with: ModulesFromSquashfs takes them,
-// and what they depend on (modules.dep), from a root file system image such as the appliance
-// base's filesystem.squashfs, whose kernel is the netboot kernel. The agent loads them
+// The modules come from the kernel the initramfs boots with. cairn build takes them from
+// Debian's kernel package: UnpackKernel unpacks the .deb in pure Go (ar, then data.tar.xz or
+// data.tar.zst), and Kernel.Resolve chooses the modules to carry and orders them, from what
+// each module says of itself in its ELF .modinfo section (depends=, softdep=), as the package
+// ships no modules.dep; FirmwareFromDebs takes the files the modules name in firmware= out of
+// firmware packages. ModulesFromSquashfs takes modules, and what they depend on
+// (modules.dep), from a root file system image such as the appliance base's
+// filesystem.squashfs, whose kernel is the appliance's. The agent loads the modules
 // compressed (.ko.xz, finit_module with MODULE_INIT_COMPRESSED_FILE), as the kernel
-// decompresses them itself.
+// decompresses them itself; the kernel reads the firmware from /lib/firmware by itself.
 //
 // It lives beside the agent rather than in package build because the layout is the agent's
-// contract, which both sides must read the same way; package build is to call Write when it
-// makes the netboot artifacts (cairn build does not make them yet: the PXE VM test does, from
-// the appliance base). It writes the same bytes for the same inputs (entries in a fixed
-// order, one modification time, no owners), so that a build stays reproducible.
+// contract, which both sides must read the same way; package build calls Write when it makes
+// the netboot artifacts of an [agent] table. It writes the same bytes for the same inputs
+// (entries in a fixed order, one modification time, no owners), so that a build stays
+// reproducible.
 package initramfs
 
 import (
@@ -43,6 +49,17 @@ const (
 	// LoadList lists the modules to load, in order, one a line, relative to ModulesDir
 	// (VERSION/kernel/...). The first line's VERSION is the kernel the modules are for.
 	LoadList = "lib/modules/cairn-agent.load"
+	// FirmwareDir holds the firmware, where the kernel looks for it: lib/firmware/rtl_nic/...
+	FirmwareDir = "lib/firmware"
+)
+
+// The netboot artifacts cairn build writes for the agent, by name: the daemon boots the kernel
+// and the initramfs unless its configuration names others, and the agent binary is also
+// carried alone, as a file, for hosts to fetch by digest.
+const (
+	KernelArtifact    = "vmlinuz"
+	InitramfsArtifact = "cairn-agent.initramfs"
+	AgentArtifact     = "cairn-agent"
 )
 
 // DefaultModules are the drivers the agent loads unless told otherwise: the network cards
@@ -52,6 +69,16 @@ const (
 // The rest of what they need is built into Debian's kernel (virtio_pci, the PCI and block
 // layers, the hardware RNG core).
 var DefaultModules = []string{"virtio_net", "e1000", "e1000e", "virtio_blk", "virtio_scsi", "sd_mod", "nvme", "ahci", "virtio_rng"}
+
+// ServerModules are the drivers of common server network cards (Intel igb, ixgbe, i40e and
+// ice; Broadcom bnxt_en and tg3; Mellanox ConnectX-3 to 7; Realtek; VMware's vmxnet3) and disk
+// controllers (Broadcom MegaRAID and SAS HBAs, HPE Smart Array, Microchip SmartPQI, VMware's
+// paravirtual SCSI), all modules in Debian trixie's kernel. cairn build carries them beside
+// DefaultModules unless build.toml lists its own.
+var ServerModules = []string{
+	"igb", "ixgbe", "i40e", "ice", "bnxt_en", "tg3", "mlx4_en", "mlx5_core", "r8169", "vmxnet3",
+	"megaraid_sas", "mpt3sas", "hpsa", "smartpqi", "vmw_pvscsi",
+}
 
 // Module is one kernel module to carry.
 type Module struct {
@@ -67,6 +94,8 @@ type Config struct {
 	Agent string
 	// Modules, in load order (dependencies first).
 	Modules []Module
+	// Firmware goes under FirmwareDir, sorted by path.
+	Firmware []Firmware
 	// ModTime is every entry's modification time; the zero time means the Unix epoch.
 	ModTime time.Time
 }
@@ -125,6 +154,19 @@ func Write(w io.Writer, cfg Config) error {
 		mkdirs(full)
 		cw.file(full, 0o644, b)
 		list.WriteString(p + "\n")
+	}
+	fws := slices.Clone(cfg.Firmware)
+	slices.SortFunc(fws, func(a, b Firmware) int { return strings.Compare(a.Path, b.Path) })
+	for i, fw := range fws {
+		if !cleanRel(fw.Path) {
+			return fmt.Errorf("initramfs: firmware path %q: expected a relative path such as rtl_nic/rtl8168h-2.fw", fw.Path)
+		}
+		if i > 0 && fws[i-1].Path == fw.Path {
+			continue
+		}
+		full := FirmwareDir + "/" + fw.Path
+		mkdirs(full)
+		cw.file(full, 0o644, fw.Data)
 	}
 	mkdirs(LoadList)
 	cw.file(LoadList, 0o644, []byte(list.String()))

@@ -35,16 +35,18 @@ import (
 	"time"
 
 	agentapi "github.com/cairn-appliance/cairn/agent/api"
+	"github.com/cairn-appliance/cairn/agent/initramfs"
 	"github.com/cairn-appliance/cairn/airgap"
 	"github.com/cairn-appliance/cairn/daemon/state"
 	"github.com/cairn-appliance/cairn/daemon/token"
 	"github.com/cairn-appliance/cairn/site"
 )
 
-// The netboot artifacts the agent's script boots unless the Config names others.
+// The netboot artifacts the agent's script boots unless the Config names others: those cairn
+// build writes for the [agent] table of build.toml.
 const (
-	DefaultKernel    = "vmlinuz"
-	DefaultInitramfs = "cairn-agent.initramfs"
+	DefaultKernel    = initramfs.KernelArtifact
+	DefaultInitramfs = initramfs.InitramfsArtifact
 )
 
 // Config wires the boot endpoints to the daemon.

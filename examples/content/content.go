@@ -1,12 +1,14 @@
 // Package content serves on loopback everything examples/build.toml names: stand-in container
 // images for the example site's roles, pushed to a registry, and beside it over HTTP a
-// stand-in OS image and the iPXE binaries of Debian trixie's ipxe package.
+// stand-in OS image, the iPXE binaries of Debian trixie's ipxe package and trixie's kernel
+// package, from which cairn build makes the netboot agent's kernel and initramfs.
 //
 // The stand-ins are generated here, deterministically, so the digests build.toml and
 // build.lock pin stay valid; they carry cairn's pipeline (pull, store, serve) but run
 // nothing: each image is one layer holding a README, and the OS image is a blank disk with a
-// partition table. The iPXE binaries are real, since hosts boot them: they come out of
-// trixie's package, fetched once from the Debian mirror into a cache (see IPXE).
+// partition table. The iPXE binaries and the kernel are real, since hosts boot them: they come
+// out of trixie's packages, fetched once from the Debian mirror into a cache (see IPXE and
+// Kernel).
 package content
 
 import (
@@ -56,8 +58,9 @@ const (
 var epoch = time.Unix(1735689600, 0).UTC() // 2025-01-01: every date in the stand-ins
 
 // Serve starts the content server on Addr: a registry (in-process, writable, its blobs in a
-// temporary directory) with the stand-in images pushed to it, the OS image under /files/ and
-// the iPXE binaries under /files/ipxe/. It serves until ctx ends.
+// temporary directory) with the stand-in images pushed to it, the OS image under /files/, the
+// iPXE binaries under /files/ipxe/ and the kernel package under /files/debian/. It serves until
+// ctx ends.
 func Serve(ctx context.Context, tmp string) error {
 	// An upstream registry that takes pushes (cairn's own takes none): go-containerregistry's,
 	// its blobs in tmp.
@@ -74,6 +77,10 @@ func Serve(ctx context.Context, tmp string) error {
 	if err != nil {
 		return err
 	}
+	kernel, err := Kernel(ctx)
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", reg)
 	mux.HandleFunc("GET "+OSImagePath, func(w http.ResponseWriter, r *http.Request) {
@@ -86,6 +93,13 @@ func Serve(ctx context.Context, tmp string) error {
 			return
 		}
 		http.ServeContent(w, r, r.PathValue("name"), epoch, bytes.NewReader(b))
+	})
+	mux.HandleFunc("GET "+DebianPath+"{name}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("name") != filepath.Base(kernel) {
+			http.NotFound(w, r)
+			return
+		}
+		serveFile(w, r, kernel)
 	})
 	ln, err := net.Listen("tcp", Addr)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -52,7 +54,7 @@ var IPXEBinaries = []IPXEBinary{
 // DebianMirror is where the package is fetched from; $CAIRN_DEBIAN_MIRROR overrides it.
 const DebianMirror = "http://deb.debian.org/debian"
 
-// CacheEnv names the variable that overrides the directory the package is kept in: by default
+// CacheEnv names the variable that overrides the directory the packages are kept in: by default
 // cairn/debian under the user cache directory (~/.cache on Linux).
 const CacheEnv = "CAIRN_DEBIAN_CACHE"
 
@@ -77,64 +79,90 @@ func cacheDir() (string, error) {
 	}
 	d, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("finding a cache for trixie's ipxe package: %w; set %s", err, CacheEnv)
+		return "", fmt.Errorf("finding a cache for trixie's packages: %w; set %s", err, CacheEnv)
 	}
 	return filepath.Join(d, "cairn", "debian"), nil
 }
 
 // ipxePackage returns the package's bytes from the cache, or fetches and caches them.
 func ipxePackage(ctx context.Context) ([]byte, error) {
-	dir, err := cacheDir()
+	p, err := debianPackage(ctx, "ipxe", IPXEPackage, IPXEPackageSHA256, IPXEPackageSize)
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, filepath.Base(IPXEPackage))
-	if b, err := os.ReadFile(path); err == nil && SHA256(b) == IPXEPackageSHA256 {
-		return b, nil
+	return os.ReadFile(p)
+}
+
+// debianPackage returns the path of a package of trixie in the cache (CacheEnv), fetching it
+// from the mirror first when the cache lacks it or holds other bytes. pool is its path on the
+// mirror, what names it in messages.
+func debianPackage(ctx context.Context, what, pool, sha256Hex string, size int64) (string, error) {
+	dir, err := cacheDir()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, filepath.Base(pool))
+	if got, n, err := fileSHA256(path); err == nil && got == sha256Hex && n == size {
+		return path, nil
 	}
 	mirror := os.Getenv("CAIRN_DEBIAN_MIRROR")
 	if mirror == "" {
 		mirror = DebianMirror
 	}
-	url := strings.TrimSuffix(mirror, "/") + "/" + IPXEPackage
+	url := strings.TrimSuffix(mirror, "/") + "/" + pool
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetching trixie's ipxe package: %w", err)
+		return "", fmt.Errorf("fetching trixie's %s package: %w", what, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetching trixie's ipxe package %s: %s (when Debian has replaced this version, update the pins in examples/content/ipxe.go, examples/build.toml and examples/build.lock)", url, resp.Status)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, IPXEPackageSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("fetching trixie's ipxe package %s: %w", url, err)
-	}
-	if got := SHA256(b); got != IPXEPackageSHA256 {
-		return nil, fmt.Errorf("trixie's ipxe package from %s has sha256 %s (%d bytes), want %s (%d bytes)", url, got, len(b), IPXEPackageSHA256, IPXEPackageSize)
+		return "", fmt.Errorf("fetching trixie's %s package %s: %s (when Debian has replaced this version, update the pins in examples/content, examples/build.toml and examples/build.lock)", what, url, resp.Status)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // a cache of public packages
-		return nil, err
+		return "", err
 	}
-	tmp, err := os.CreateTemp(dir, ".ipxe-*.deb")
+	tmp, err := os.CreateTemp(dir, "."+what+"-*.deb")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		_ = tmp.Close()
-		return nil, err
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(resp.Body, size+1))
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
+	if err != nil {
+		return "", fmt.Errorf("fetching trixie's %s package %s: %w", what, url, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sha256Hex || n != size {
+		return "", fmt.Errorf("trixie's %s package from %s has sha256 %s (%d bytes), want %s (%d bytes)", what, url, got, n, sha256Hex, size)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil { //nolint:gosec // a cache of public packages
+		return "", err
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return nil, err
+		return "", err
 	}
-	return b, nil
+	return path, nil
+}
+
+// fileSHA256 hashes a file.
+func fileSHA256(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
 // debFiles reads the named regular files out of a .deb (an ar archive whose data.tar.xz or

@@ -4,8 +4,8 @@
 //
 // It is built in Go, without mounting anything: Write lays out a FAT12 or FAT16 file system
 // (FAT16 for the usual 16 MiB; FAT12 only below about 2 MiB) in a region of an io.WriterAt,
-// the whole disk at the configdrive partition's offset, and Read reads one back from an
-// io.ReaderAt. The same inputs and modification time give the same bytes, the whole region
+// the whole disk at the configdrive partition's offset, with 512-byte sectors, or 4096-byte
+// ones for a disk that has those (WriteSectors); Read reads one back from an io.ReaderAt. The same inputs and modification time give the same bytes, the whole region
 // included (free space is zeroed). Names longer than 8.3 or in lower case get VFAT long-name
 // entries, as Linux writes them; files sit in the root directory only, each in one
 // contiguous run of clusters.

@@ -73,12 +73,15 @@ func TestRoundTrip(t *testing.T) {
 		size  int64
 		files Files
 		fat   string
+		bps   int64
 	}{
-		{"16MiB", 16 << 20, sample(), "FAT16"},
-		{"1MiB", 1 << 20, sample(), "FAT12"},
-		{"64MiB", 64 << 20, sample(), "FAT16"},
-		{"min", MinSize, Files{UserData: []byte("#cloud-config\n"), MetaData: []byte("instance-id: x\n")}, "FAT12"},
-		{"empty", 1 << 20, Files{}, "FAT12"},
+		{"16MiB", 16 << 20, sample(), "FAT16", 512},
+		{"1MiB", 1 << 20, sample(), "FAT12", 512},
+		{"64MiB", 64 << 20, sample(), "FAT16", 512},
+		{"min", MinSize, Files{UserData: []byte("#cloud-config\n"), MetaData: []byte("instance-id: x\n")}, "FAT12", 512},
+		{"empty", 1 << 20, Files{}, "FAT12", 512},
+		{"16MiB 4K sectors", 16 << 20, sample(), "FAT12", 4096},
+		{"64MiB 4K sectors", 64 << 20, sample(), "FAT16", 4096},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.size > 16<<20 && testing.Short() {
@@ -87,7 +90,7 @@ func TestRoundTrip(t *testing.T) {
 			// Written into the middle of a bigger file, as on a disk.
 			const off = 1 << 20
 			buf := &memWriter{}
-			if err := Write(buf, off, tc.size, Label, tc.files, modTime); err != nil {
+			if err := WriteSectors(buf, off, tc.size, tc.bps, Label, tc.files, modTime); err != nil {
 				t.Fatalf("Write: %v", err)
 			}
 			if int64(len(buf.b)) != off+tc.size {
@@ -274,6 +277,7 @@ func TestWriteRefuses(t *testing.T) {
 	}{
 		{"small", 32 << 10, Label, nil, "too small"},
 		{"odd size", 1<<20 + 100, Label, nil, "not a whole number"},
+		{"odd size 4K", 1<<20 + 512, Label, nil, "not a whole number of 4096-byte sectors"},
 		{"huge", 4 << 30, Label, nil, "larger than FAT16 holds"},
 		{"long label", 1 << 20, "cidata-config", nil, "longer than 11"},
 		{"bad label", 1 << 20, "ci.data", nil, "does not allow"},
@@ -284,7 +288,11 @@ func TestWriteRefuses(t *testing.T) {
 		{"too many", 1 << 20, Label, tooMany, "root directory entries"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Write(&memWriter{}, 0, tc.size, tc.label, tc.files, modTime)
+			bps := int64(512)
+			if strings.HasSuffix(tc.name, "4K") {
+				bps = 4096
+			}
+			err := WriteSectors(&memWriter{}, 0, tc.size, bps, tc.label, tc.files, modTime)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Write = %v, want an error saying %q", err, tc.want)
 			}

@@ -13,15 +13,15 @@ import (
 )
 
 const (
-	sectorSize  = 512
+	sectorSize  = 512 // the usual logical sector; see WriteSectors for 4096
 	dirEntry    = 32
 	rootEntries = 512 // the usual root directory of FAT12/16: 32 sectors
 	reserved    = 1   // the boot sector only
 	numFATs     = 2
 	media       = 0xF8
-	maxFAT12    = 4084  // clusters; one more makes FAT16 (as Linux and blkid count)
-	maxFAT16    = 65524 // clusters; one more would make FAT32
-	maxSPC      = 64    // sectors per cluster: 32 KiB clusters, the largest every driver takes
+	maxFAT12    = 4084     // clusters; one more makes FAT16 (as Linux and blkid count)
+	maxFAT16    = 65524    // clusters; one more would make FAT32
+	maxCluster  = 32 << 10 // bytes: the largest cluster every driver takes
 
 	attrReadOnly = 0x01
 	attrHidden   = 0x02
@@ -34,14 +34,13 @@ const (
 	lfnChars = 13 // UTF-16 units per long-name entry
 )
 
-// MinSize and MaxSize bound the size of a volume Write lays out.
-const (
-	MinSize = 64 << 10
-	MaxSize = (reserved + numFATs*256 + rootEntries*dirEntry/sectorSize + maxSPC*maxFAT16) * sectorSize
-)
+// MinSize is the smallest volume Write lays out; the largest is about 2 GiB, as much as
+// FAT16 holds with 32 KiB clusters.
+const MinSize = 64 << 10
 
-// geometry is where things are in a FAT12/16 volume, in sectors of 512 bytes.
+// geometry is where things are in a FAT12/16 volume, in sectors of bps bytes.
 type geometry struct {
+	bps        uint32 // bytes per sector
 	total      uint32 // sectors in the volume
 	spc        uint32 // sectors per cluster
 	fatSectors uint32 // sectors per FAT
@@ -51,24 +50,28 @@ type geometry struct {
 
 func (g geometry) rootStart() uint32 { return reserved + numFATs*g.fatSectors }
 func (g geometry) dataStart() uint32 {
-	return g.rootStart() + rootEntries*dirEntry/sectorSize
+	return g.rootStart() + rootEntries*dirEntry/g.bps
 }
-func (g geometry) clusterBytes() int64 { return int64(g.spc) * sectorSize }
+func (g geometry) clusterBytes() int64        { return int64(g.spc) * int64(g.bps) }
+func (g geometry) bytes(sectors uint32) int64 { return int64(sectors) * int64(g.bps) }
 
 // layout picks the smallest cluster that keeps the volume FAT12 or FAT16.
-func layout(size int64) (geometry, error) {
-	if size%sectorSize != 0 {
-		return geometry{}, fmt.Errorf("a volume of %d bytes is not a whole number of %d-byte sectors", size, sectorSize)
+func layout(size, bps int64) (geometry, error) {
+	if bps != 512 && bps != 4096 {
+		return geometry{}, fmt.Errorf("sectors of %d bytes: FAT volumes here have 512 or 4096", bps)
+	}
+	if size%bps != 0 {
+		return geometry{}, fmt.Errorf("a volume of %d bytes is not a whole number of %d-byte sectors", size, bps)
 	}
 	if size < MinSize {
 		return geometry{}, fmt.Errorf("a volume of %d bytes is too small: a configdrive needs at least %d bytes (16 MiB is usual)", size, MinSize)
 	}
-	if size > MaxSize {
-		return geometry{}, fmt.Errorf("a volume of %d bytes is larger than FAT16 holds (%d bytes): use a smaller configdrive", size, int64(MaxSize))
+	if size > 4<<30 {
+		return geometry{}, fmt.Errorf("a volume of %d bytes is larger than FAT16 holds (about 2 GiB): use a smaller configdrive", size)
 	}
-	total := uint32(size / sectorSize)
-	for spc := uint32(1); spc <= maxSPC; spc *= 2 {
-		g := geometry{total: total, spc: spc, fatSectors: 1}
+	total := uint32(size / bps)
+	for spc := uint32(1); int64(spc)*bps <= maxCluster; spc *= 2 {
+		g := geometry{bps: uint32(bps), total: total, spc: spc, fatSectors: 1}
 		for {
 			data := int64(total) - int64(g.dataStart())
 			if data < int64(spc) {
@@ -82,13 +85,15 @@ func layout(size int64) (geometry, error) {
 			} else {
 				fatBytes = (g.clusters + 2) * 2
 			}
-			need := (fatBytes + sectorSize - 1) / sectorSize
+			need := (fatBytes + g.bps - 1) / g.bps
 			if need <= g.fatSectors {
 				break
 			}
 			g.fatSectors = need
 		}
-		if g.clusters <= maxFAT16 {
+		// Counts near the FAT12/FAT16 and FAT16/FAT32 boundaries are where drivers have
+		// disagreed on the kind: keep clear of them, with larger clusters.
+		if g.clusters <= maxFAT12-4 || (g.clusters >= maxFAT12+16 && g.clusters <= maxFAT16-16) {
 			return g, nil
 		}
 	}
@@ -106,17 +111,26 @@ type entry struct {
 }
 
 // Write writes a FAT file system labelled label (cloud-init wants "cidata") holding files at
-// its root, into w between offset and offset+size: the whole region, free space zeroed.
+// its root, into w between offset and offset+size: the whole region, free space zeroed. Its
+// sectors are 512 bytes, as disks with 512-byte logical sectors need (see WriteSectors).
 // Deterministic: the same inputs and modTime (taken in UTC, as FAT keeps no time zone) give
-// the same bytes. size is a multiple of 512 between MinSize and MaxSize; label is at most 11
-// characters of printable ASCII without "*+,./:;<=>?[\]|; an empty label writes none.
+// the same bytes. size is a multiple of the sector size from MinSize to about 2 GiB; label
+// is at most 11 characters of printable ASCII without "*+,./:;<=>?[\]|; an empty label
+// writes none.
 func Write(w io.WriterAt, offset, size int64, label string, files Files, modTime time.Time) error {
-	if offset < 0 || offset%sectorSize != 0 {
-		return fmt.Errorf("configdrive: offset %d is not a multiple of %d bytes", offset, sectorSize)
-	}
-	g, err := layout(size)
+	return WriteSectors(w, offset, size, sectorSize, label, files, modTime)
+}
+
+// WriteSectors is Write with sectors of sectorSize bytes, 512 or 4096: a disk whose logical
+// sectors are 4096 bytes needs the latter, as Linux mounts no FAT whose sectors are smaller
+// than its disk's.
+func WriteSectors(w io.WriterAt, offset, size, sectorSize int64, label string, files Files, modTime time.Time) error {
+	g, err := layout(size, sectorSize)
 	if err != nil {
 		return fmt.Errorf("configdrive: %w", err)
+	}
+	if offset < 0 || offset%sectorSize != 0 {
+		return fmt.Errorf("configdrive: offset %d is not a multiple of the %d-byte sectors", offset, sectorSize)
 	}
 	lab, err := volumeLabel(label)
 	if err != nil {
@@ -161,9 +175,9 @@ func Write(w io.WriterAt, offset, size int64, label string, files Files, modTime
 		next += e.count
 	}
 
-	meta := make([]byte, int64(g.dataStart())*sectorSize)
-	bootSector(meta[:sectorSize], g, offset, lab, volumeID(label, entries, modTime))
-	fat := meta[reserved*sectorSize : (reserved+g.fatSectors)*sectorSize]
+	meta := make([]byte, g.bytes(g.dataStart()))
+	bootSector(meta[:g.bps], g, offset, lab, volumeID(label, entries, modTime))
+	fat := meta[g.bytes(reserved):g.bytes(reserved+g.fatSectors)]
 	setFAT(fat, g.fat12, 0, 0xFFFFF00|media)
 	setFAT(fat, g.fat12, 1, 0xFFFFFFF)
 	for _, e := range entries {
@@ -176,9 +190,9 @@ func Write(w io.WriterAt, offset, size int64, label string, files Files, modTime
 		}
 	}
 	for i := 1; i < numFATs; i++ {
-		copy(meta[(reserved+uint32(i)*g.fatSectors)*sectorSize:], fat)
+		copy(meta[g.bytes(reserved+uint32(i)*g.fatSectors):], fat)
 	}
-	dir := meta[g.rootStart()*sectorSize : g.dataStart()*sectorSize]
+	dir := meta[g.bytes(g.rootStart()):g.bytes(g.dataStart())]
 	date, tod := dosTime(modTime)
 	if label != "" {
 		d := dir[:dirEntry]
@@ -254,7 +268,7 @@ func (s *sectionWriter) zeros(n int64) error {
 func bootSector(b []byte, g geometry, offset int64, label [11]byte, id uint32) {
 	copy(b[0:], []byte{0xEB, 0x3C, 0x90})
 	copy(b[3:11], "CAIRN   ")
-	binary.LittleEndian.PutUint16(b[11:], sectorSize)
+	binary.LittleEndian.PutUint16(b[11:], uint16(g.bps))
 	b[13] = byte(g.spc)
 	binary.LittleEndian.PutUint16(b[14:], reserved)
 	b[16] = numFATs
@@ -268,7 +282,7 @@ func bootSector(b []byte, g geometry, offset int64, label [11]byte, id uint32) {
 	binary.LittleEndian.PutUint16(b[22:], uint16(g.fatSectors))
 	binary.LittleEndian.PutUint16(b[24:], 32) // sectors per track, for CHS-minded readers only
 	binary.LittleEndian.PutUint16(b[26:], 64) // heads, likewise
-	binary.LittleEndian.PutUint32(b[28:], uint32(offset/sectorSize))
+	binary.LittleEndian.PutUint32(b[28:], uint32(offset/int64(g.bps)))
 	b[36] = 0x80 // drive number
 	b[38] = 0x29 // extended boot signature: the three fields below are there
 	binary.LittleEndian.PutUint32(b[39:], id)

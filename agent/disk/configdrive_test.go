@@ -18,15 +18,15 @@ var seed = configdrive.Files{
 	configdrive.MetaData: []byte("instance-id: web-1-1\n"),
 }
 
-// writeConfigDrive writes the seed's file system into p of dev.
-func writeConfigDrive(t *testing.T, dev string, p Part) {
+// writeConfigDrive writes the seed's file system into p of dev, with sectors of ss bytes.
+func writeConfigDrive(t *testing.T, dev string, p Part, ss int64) {
 	t.Helper()
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := configdrive.Write(f, p.Start, p.Size, configdrive.Label, seed, time.Unix(1796000000, 0)); err != nil {
+	if err := configdrive.WriteSectors(f, p.Start, p.Size, ss, configdrive.Label, seed, time.Unix(1796000000, 0)); err != nil {
 		t.Fatalf("configdrive.Write: %v", err)
 	}
 	if err := f.Close(); err != nil {
@@ -64,7 +64,7 @@ func TestConfigDrivePart(t *testing.T) {
 		if err != nil || !ok || p != lay.ConfigDrive {
 			t.Fatalf("ConfigDrivePart = %v, %v, %v; want %v", p, ok, err, lay.ConfigDrive)
 		}
-		writeConfigDrive(t, dev, p)
+		writeConfigDrive(t, dev, p, 512)
 		readConfigDrive(t, dev, p)
 		if _, err := exec.LookPath("blkid"); err == nil {
 			out, err := exec.Command("blkid", "-p", "-o", "export", "-O", fmt.Sprint(p.Start), "-S", fmt.Sprint(p.Size), dev).CombinedOutput()
@@ -89,7 +89,7 @@ func TestConfigDrivePart(t *testing.T) {
 		if _, ok, err := ConfigDrivePart(dev); ok || err != nil {
 			t.Fatalf("ConfigDrivePart before the file system = %v, %v; want none", ok, err)
 		}
-		writeConfigDrive(t, dev, lay.ConfigDrive)
+		writeConfigDrive(t, dev, lay.ConfigDrive, 512)
 		p, ok, err := ConfigDrivePart(dev)
 		if err != nil || !ok || p != (Part{Index: 2, Start: 48 * mib, Size: 16 * mib}) {
 			t.Fatalf("ConfigDrivePart = %v, %v, %v; want partition 2 at 48 MiB", p, ok, err)

@@ -49,6 +49,9 @@ type Layout struct {
 	Extra       []Part `json:"extra,omitempty"`
 	ConfigDrive Part   `json:"configdrive"`
 	DiskSize    int64  `json:"disk_size"`
+	// SectorSize is the disk's logical sector size, 512 or 4096: the configdrive's FAT
+	// takes the same (configdrive.WriteSectors).
+	SectorSize int64 `json:"sector_size"`
 	// Note says what did not stop Finish but is worth a line in the log: the kernel could
 	// not re-read the new table (the device is busy, or a loop device without partition
 	// scanning), so partition devices show the old table until the next boot. The table on

@@ -232,6 +232,7 @@ func TestFinishGrows(t *testing.T) {
 				Grown:       &Part{Index: 2, Name: "root", Start: 9 * mib, Size: cdStart - 9*mib},
 				ConfigDrive: Part{Index: 3, Name: "cidata", Start: cdStart, Size: 16 * mib},
 				DiskSize:    256 * mib,
+				SectorSize:  ss,
 			}
 			if got, w := fmt.Sprintf("%+v %+v", lay, *lay.Grown), fmt.Sprintf("%+v %+v", want, *want.Grown); got != w {
 				t.Errorf("Finish = %s\nwant     %s", got, w)
@@ -411,7 +412,7 @@ func TestFinishMBR(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
-	want := Layout{Table: "mbr", ConfigDrive: Part{Index: 2, Start: 84 * mib, Size: 16 * mib}, DiskSize: 100 * mib}
+	want := Layout{Table: "mbr", ConfigDrive: Part{Index: 2, Start: 84 * mib, Size: 16 * mib}, DiskSize: 100 * mib, SectorSize: 512}
 	if fmt.Sprint(lay) != fmt.Sprint(want) {
 		t.Errorf("Finish = %+v, want %+v", lay, want)
 	}

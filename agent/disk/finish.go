@@ -173,7 +173,7 @@ func finishGPT(d *device, ss int64, m mbr, extra []api.Partition, cds int64) (La
 	lastUsable := last - es - 1
 	cdStart := alignDown(lastUsable+1-cdSec, a)
 
-	lay := Layout{Table: "gpt", DiskSize: d.size}
+	lay := Layout{Table: "gpt", DiskSize: d.size, SectorSize: ss}
 	var zero []Part
 	pos = alignUp(imgEnd+1, a)
 	for i, p := range extra {
@@ -259,7 +259,7 @@ func finishMBR(d *device, ss int64, m mbr, extra []api.Partition, cds int64) (La
 	}
 	cdStart := alignDown(limit-cdSec, a)
 	m.setEntry(slot, mbrEntry{typ: mbrTypeFAT16LBA, start: uint32(cdStart), count: uint32(cdSec)})
-	lay := Layout{Table: "mbr", DiskSize: d.size, ConfigDrive: Part{Index: slot + 1, Start: cdStart * ss, Size: cds}}
+	lay := Layout{Table: "mbr", DiskSize: d.size, SectorSize: ss, ConfigDrive: Part{Index: slot + 1, Start: cdStart * ss, Size: cds}}
 	if err := zeroEnds(d, lay.ConfigDrive); err != nil {
 		return Layout{}, err
 	}

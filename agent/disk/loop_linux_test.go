@@ -73,7 +73,7 @@ func TestLoop(t *testing.T) {
 			if lay.Note != "" {
 				t.Errorf("Finish(%s) notes %q, want the kernel to have re-read the table", dev, lay.Note)
 			}
-			if lay.DiskSize != 256*mib || lay.Grown == nil || lay.ConfigDrive.Size != 16*mib {
+			if lay.DiskSize != 256*mib || lay.SectorSize != tc.ss || lay.Grown == nil || lay.ConfigDrive.Size != 16*mib {
 				t.Errorf("Finish(%s) = %+v", dev, lay)
 			}
 			name := filepath.Base(dev)
@@ -86,7 +86,7 @@ func TestLoop(t *testing.T) {
 				t.Errorf("the kernel sees %sp2 of %d sectors, want the grown %d", name, got, lay.Grown.Size/512)
 			}
 			checkGPT(t, file, tc.ss)
-			writeConfigDrive(t, dev, lay.ConfigDrive)
+			writeConfigDrive(t, dev, lay.ConfigDrive, lay.SectorSize)
 			p, ok, err := ConfigDrivePart(dev)
 			if err != nil || !ok || p != lay.ConfigDrive {
 				t.Fatalf("ConfigDrivePart(%s) = %v, %v, %v; want %v", dev, p, ok, err, lay.ConfigDrive)

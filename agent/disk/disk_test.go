@@ -28,7 +28,7 @@ type tpart struct {
 
 // buildGPT makes an image file of size bytes with a protective MBR and a GPT for sectors of
 // ss bytes holding parts, its backup at its end: what an OS image holds.
-func buildGPT(t *testing.T, path string, size, ss int64, parts []tpart) {
+func buildGPT(t testing.TB, path string, size, ss int64, parts []tpart) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -562,4 +562,37 @@ func TestSize(t *testing.T) {
 			t.Errorf("size(%d) = %q, want %q", n, got, want)
 		}
 	}
+}
+
+// FuzzTable reads partition tables from arbitrary first sectors: errors, never panics.
+func FuzzTable(f *testing.F) {
+	img := filepath.Join(f.TempDir(), "seed.img")
+	buildGPT(f, img, 4*mib, 512, []tpart{{typeRootX86_64, 2048, -1, "root"}})
+	b, err := os.ReadFile(img)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b[:64<<10])
+	m := mbr(make([]byte, 1024))
+	m[510], m[511] = 0x55, 0xAA
+	m.setEntry(0, mbrEntry{typ: mbrTypeLinux, start: 1, count: 1})
+	f.Add([]byte(m))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < 512 {
+			return
+		}
+		p := filepath.Join(dir, "fuzz.img")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d, err := open(p, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if parts, _, err := partitions(d, d.sectorSize(), mbr(b[:512])); err == nil {
+			findConfigDrive(d, parts)
+		}
+	})
 }

@@ -133,6 +133,11 @@ func readGPT(d *device, ss int64) (*gpt, error) {
 		return nil, err
 	}
 	if string(h[:8]) != gptSignature {
+		if ss != 512 {
+			if b, err := d.readAt(8, 512); err == nil && string(b) == gptSignature {
+				return nil, fmt.Errorf("%s: the image's GPT is laid out for 512-byte sectors, but the disk's logical sectors are %d bytes: use an image made for %d-byte sectors", d.path, ss, ss)
+			}
+		}
 		return nil, fmt.Errorf("%s: no GPT header at LBA 1 (byte %d), though the MBR says the disk is GPT: the image's partition table is damaged; check the image and write it again", d.path, ss)
 	}
 	if rev := binary.LittleEndian.Uint32(h[8:]); rev>>16 != 1 {

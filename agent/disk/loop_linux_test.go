@@ -143,3 +143,13 @@ func TestLoopNoPartscan(t *testing.T) {
 		t.Error("the image's backup header is left in the middle of the disk")
 	}
 }
+
+// TestLoopWrongSectors: an image for 512-byte sectors on a disk of 4096-byte sectors is
+// refused with an error that says so.
+func TestLoopWrongSectors(t *testing.T) {
+	file := onDisk(t, osImage(t, 512), 128*mib)
+	dev := loop(t, file, "-b", "4096")
+	if _, err := Finish(dev, FinishOptions{}); err == nil || !strings.Contains(err.Error(), "laid out for 512-byte sectors, but the disk's logical sectors are 4096 bytes") {
+		t.Errorf("Finish(%s) = %v, want an error about the sector size", dev, err)
+	}
+}

@@ -2,13 +2,14 @@
 // on a host's disk: a FAT file system labelled cidata whose root holds user-data, meta-data,
 // network-config when there is one, and cairn's own record of what it wrote (RecordFile).
 //
-// It is built in Go, without mounting anything: Write lays out a FAT12 or FAT16 file system
-// (FAT16 for the usual 16 MiB; FAT12 only below about 2 MiB) in a region of an io.WriterAt,
-// the whole disk at the configdrive partition's offset, with 512-byte sectors, or 4096-byte
-// ones for a disk that has those (WriteSectors); Read reads one back from an io.ReaderAt. The same inputs and modification time give the same bytes, the whole region
-// included (free space is zeroed). Names longer than 8.3 or in lower case get VFAT long-name
-// entries, as Linux writes them; files sit in the root directory only, each in one
-// contiguous run of clusters.
+// It is built in Go, without mounting anything: Write lays out a FAT12 or FAT16 file system,
+// whichever its cluster count makes (the usual 16 MiB is FAT16 with 512-byte sectors, FAT12
+// with 4096-byte ones), in a region of an io.WriterAt, the whole disk at the configdrive
+// partition's offset; WriteSectors does the same with 4096-byte sectors for a disk that has
+// those. Read reads one back from an io.ReaderAt. The same inputs and modification time give
+// the same bytes, the whole region included (free space is zeroed). Names that are not
+// upper-case 8.3 names get VFAT long-name entries besides a generated short name (user-data:
+// USER-D~1); files sit in the root directory only, each in one contiguous run of clusters.
 //
 // Read also reads FAT32 and FAT12/16 volumes made by other tools (mkfs.vfat), root directory
 // only; subdirectories are skipped. The volume is not a general-purpose FAT driver: it writes

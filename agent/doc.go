@@ -1,7 +1,7 @@
 // Package agent holds the code that runs on hosts: the netboot agent (package agent/netboot,
-// with the inventory in agent/inventory and its initramfs in agent/initramfs), and, to come,
-// provisioning (disk selection, image streaming, configdrive) and container convergence
-// through Podman Quadlet. It trusts nothing it has not verified and never imports registry or
+// with the inventory in agent/inventory and its initramfs in agent/initramfs), provisioning
+// (agent/disk, agent/image, agent/configdrive), and, to come, container convergence through
+// Podman Quadlet. It trusts nothing it has not verified and never imports registry or
 // build code. The agent API's wire types are in package agent/api.
 //
 // # The netboot agent's kernel command line
@@ -24,12 +24,12 @@
 // reason) and reboots: from then on the daemon's script boots the machine from its disk. The
 // token dies with done or failed; a new boot is a new attempt with a new token.
 //
-// In discover mode the agent reports its inventory (no token), and reports it again now and
-// then: the machine shows as discovered until a host file names its MAC. Then the report gets
+// In discover mode the agent reports its inventory (no token), and reports it again every 30 s:
+// the machine shows as discovered until a host file names its MAC. Then the report gets
 // 401, and the agent reboots so that the machine boots to be provisioned.
 //
-// This version writes no disk yet: in provision mode it reports the inventory, fetches the
-// plan, prints what it would write and reports the attempt failed ("writing disks is not
-// implemented in this version"); in discover mode it reports once and powers the machine off
-// (a 401 reboots it). Both modes power off when done.
+// The provisioning parts are packages of their own, which the operator's tool
+// (cairn-agent image write) and the benchmarks call too: agent/disk (which disk, wiping, the
+// partition table after the image), agent/image (streaming, decompressing, checking and
+// writing an image) and agent/configdrive (the NoCloud file system).
 package agent

@@ -3,6 +3,8 @@ package vmtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,8 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cairn-appliance/cairn/agent/api"
-	"github.com/cairn-appliance/cairn/agent/initramfs"
-	"github.com/cairn-appliance/cairn/agent/netboot"
+	"github.com/cairn-appliance/cairn/agent/disk"
 	"github.com/cairn-appliance/cairn/airgap"
 	"github.com/cairn-appliance/cairn/appliance"
 	"github.com/cairn-appliance/cairn/daemon"
@@ -31,28 +32,34 @@ import (
 	"github.com/cairn-appliance/cairn/daemon/boot"
 	"github.com/cairn-appliance/cairn/daemon/state"
 	"github.com/cairn-appliance/cairn/examples/content"
+	"github.com/cairn-appliance/cairn/examples/hostimage"
 )
 
 // The PXE lab: a network namespace holding a bridge with the appliance's address, the real
 // cairn daemon serving DHCP, TFTP and HTTP on it, and one tap per VM. Nothing leaves the
-// namespace: the VMs' only network is their tap, and the test reaches the daemon from a
-// thread inside the namespace.
+// namespace: the VMs' only network is their tap, and the test reaches the daemon (and the
+// hosts' SSH) from inside the namespace.
 const (
 	pxeBridge  = "cairnpxe0"
 	pxeIP      = "10.20.0.1"
 	pxeServer  = "http://" + pxeIP + ":5000"
 	pxeNetns   = "cairn-pxe-" // + PID
 	macUnknown = "52:54:00:50:00:01"
-	macPending = "52:54:00:50:00:0a"
-	macDone    = "52:54:00:50:00:0c"
-	// diskMarker is what the local disk's boot sector prints on the serial port.
-	diskMarker = "cairn-vmtest: booted from the local disk"
+	macUEFI    = "52:54:00:50:00:0a"
+	macBIOS    = "52:54:00:50:00:0b"
+	ipUEFI     = "10.20.0.10"
+	ipBIOS     = "10.20.0.11"
+	// hostOS is the host image's name in the lab's store and site.
+	hostOS = "debian-13"
+	// hostDisk is the size of each host's empty virtio disk.
+	hostDisk = 4 << 30
 )
 
-// pxeSite is the lab's site: a pending host (MAC A), a host the test marks provisioned
-// (MAC C), and room for machines the site does not name.
-var pxeSite = map[string]string{
-	"site.toml": `[site]
+// pxeSite is the lab's site: two pending hosts, one for each firmware, and room for machines
+// the site does not name. Its SSH key is the test's.
+func pxeSite(sshKey string) map[string]string {
+	return map[string]string{
+		"site.toml": `[site]
 name = "pxelab"
 domain = "pxelab.internal"
 
@@ -60,32 +67,40 @@ domain = "pxelab.internal"
 interface = "` + pxeBridge + `"
 cidr = "10.20.0.0/24"
 appliance_ip = "` + pxeIP + `"
+dns = ["` + pxeIP + `"]
+ntp = ["` + pxeIP + `"]
 dhcp = "full"
 dhcp_range = { start = "10.20.0.200", end = "10.20.0.249" }
 
 [defaults]
-os = "` + osImageName + `"
+os = "` + hostOS + `"
 disk = "first-nonremovable"
+timezone = "UTC"
+ssh_authorized_keys = ["` + sshKey + `"]
 `,
-	"hosts/pxe-a.toml": "mac = \"" + macPending + "\"\nip = \"10.20.0.10\"\n",
-	"hosts/pxe-c.toml": "mac = \"" + macDone + "\"\nip = \"10.20.0.12\"\n",
+		"hosts/pxe-a.toml": "mac = \"" + macUEFI + "\"\nip = \"" + ipUEFI + "\"\n",
+		"hosts/pxe-b.toml": "mac = \"" + macBIOS + "\"\nip = \"" + ipBIOS + "\"\n",
+	}
 }
 
 // TestPXE boots machines from the network against the real cairn daemon, one at a time, in a
-// network namespace of their own:
+// network namespace of their own, with a store that cairn build made (the agent's kernel and
+// initramfs from Debian's kernel package, the example host image, iPXE):
 //
 //   - an unknown machine under SeaBIOS, whose NIC ROM is QEMU's iPXE: DHCP → iPXE → its
-//     script → the agent's kernel and initramfs from the store → the agent reports its
-//     inventory and powers off; the daemon shows a discovered host with the inventory and a
-//     host file to paste;
-//   - a pending host under OVMF with no NIC ROM, as a real machine boots: the firmware's own
-//     UEFI PXE → ipxe.efi by TFTP → iPXE → its script with a provisioning token → the agent
-//     fetches the plan and reports that it cannot write disks yet; the host goes provisioning,
-//     then failed with that reason;
-//   - a provisioned host under SeaBIOS: the script boots its local disk, whose boot sector
-//     prints a line, and no agent starts.
+//     script → the agent's kernel and initramfs → the agent reports its inventory; the daemon
+//     shows a discovered host with the inventory and a host file to paste;
+//   - a host under OVMF with no NIC ROM, as a real machine boots: the firmware's own UEFI PXE
+//     → ipxe.efi by TFTP → iPXE → its script with a provisioning token → the agent writes and
+//     checks the host image and the configdrive, reports done and reboots; the script now
+//     sends it to its disk, Debian boots, cloud-init names it and the site's SSH key logs in;
+//   - a host under SeaBIOS powered off half-way through the write: its next boot is the agent
+//     again, which writes the image whole; then Debian as above;
+//   - the appliance's state wiped (a restored or replaced appliance): that host PXE-boots, the
+//     agent finds its own configdrive and the host is adopted, its disk not written.
 //
-// It logs the times from power-on. It needs root (namespaces, taps) and the VM tier.
+// It logs the time of each phase from power-on. It needs root (namespaces, taps) and the VM
+// tier.
 func TestPXE(t *testing.T) {
 	SkipUnlessEnabled(t)
 	if os.Geteuid() != 0 {
@@ -94,20 +109,18 @@ func TestPXE(t *testing.T) {
 	began := time.Now()
 	f := netbootFixture(t)
 	lab := newPXELab(t, f)
-	lab.markProvisioned(t, macDone, "pxe-c")
 	t.Logf("PXE lab ready %s after the test began (fixture and daemon)", time.Since(began).Round(time.Second))
 
 	t.Run("unknown machine, SeaBIOS with QEMU's iPXE, is discovered", func(t *testing.T) {
 		vm := New(t, Options{NetBoot: true, Firmware: BIOS, Tap: lab.tap(t), Netns: lab.ns, MAC: macUnknown,
 			MemoryMiB: 512, DataDisk: DataDiskImage(t, 1<<30), DataDiskSerial: "pxe-disk-u"})
 		vm.Start()
+		defer vm.Stop()
 		vm.WaitSerial("cairn-agent: netboot discover on "+macUnknown, 6*time.Minute)
 		marker := vm.Uptime()
 		vm.WaitSerial("cairn-agent: discovered, reported to "+pxeServer, 2*time.Minute)
-		reported := vm.Uptime()
-		off := vm.WaitExit(time.Minute)
-		t.Logf("SeaBIOS + iPXE, unknown MAC: marker line %s after power-on, discovered %s, powered off %s",
-			marker.Round(time.Second/10), reported.Round(time.Second/10), off.Round(time.Second/10))
+		t.Logf("SeaBIOS + iPXE, unknown MAC: marker line %s after power-on, discovered %s",
+			marker.Round(time.Second/10), vm.Uptime().Round(time.Second/10))
 
 		h := lab.host(t, "discovered-"+strings.ReplaceAll(macUnknown, ":", ""))
 		if h.Phase != state.Discovered {
@@ -140,63 +153,203 @@ func TestPXE(t *testing.T) {
 			pxeServer+"/boot/netboot/"+boot.DefaultKernel+"... ok", pxeServer+"/boot/netboot/"+boot.DefaultInitramfs+"... ok")
 	})
 
-	t.Run("pending host, OVMF's own PXE, is provisioned and fails", func(t *testing.T) {
-		vm := New(t, Options{NetBoot: true, Firmware: UEFI, NoNICROM: true, Tap: lab.tap(t), Netns: lab.ns, MAC: macPending,
-			MemoryMiB: 512, DataDisk: DataDiskImage(t, 1<<30), DataDiskSerial: "pxe-disk-a"})
+	// The hosts' disks belong to the whole test: the last subtest reads one again.
+	diskA, diskB := DataDiskImage(t, hostDisk), DataDiskImage(t, hostDisk)
+	provisionedB := false
+	t.Run("UEFI host, OVMF's own PXE, is provisioned and boots Debian", func(t *testing.T) {
+		vm := New(t, Options{NetBoot: true, Firmware: UEFI, NoNICROM: true, Tap: lab.tap(t), Netns: lab.ns, MAC: macUEFI,
+			MemoryMiB: 1024, DataDisk: diskA, DataDiskSerial: "pxe-disk-a", Resettable: true})
 		vm.Start()
-		vm.WaitSerial("cairn-agent: netboot provision on "+macPending, 8*time.Minute)
-		marker := vm.Uptime()
-		vm.WaitSerial("cairn-agent: plan for pxe-a", 2*time.Minute)
-		vm.WaitSerial("cairn-agent: reported failed to "+pxeServer+": "+netboot.NotImplemented, time.Minute)
-		failed := vm.Uptime()
-		off := vm.WaitExit(time.Minute)
-		t.Logf("OVMF PXE → ipxe.efi, pending host: marker line %s after power-on, reported failed %s, powered off %s",
-			marker.Round(time.Second/10), failed.Round(time.Second/10), off.Round(time.Second/10))
-
-		h := lab.host(t, "pxe-a")
-		if h.Phase != state.Failed || !strings.Contains(h.Reason, netboot.NotImplemented) {
-			t.Errorf("pxe-a: phase %s, reason %q; want failed with %q", h.Phase, h.Reason, netboot.NotImplemented)
-		}
-		var kinds []string
-		for _, e := range h.Events { // oldest first
-			kinds = append(kinds, e.Kind)
-		}
-		if got := strings.Join(kinds, " "); !regexp.MustCompile(`host\.inventory.* host\.provisioning.* host\.failed`).MatchString(got) {
-			t.Errorf("pxe-a's events: %s; want the inventory, then provisioning, then failed", got)
-		}
+		defer vm.Stop()
+		ph := provisionPhases(t, vm, "pxe-a", macUEFI)
+		ph.osUp(t, vm, "pxe-a")
+		t.Logf("UEFI (OVMF PXE → ipxe.efi) host, time from power-on: %s", ph)
+		lab.checkProvisioned(t, "pxe-a", f.host.UncompressedSHA256)
+		lab.checkSSH(t, f, ipUEFI, "pxe-a")
 		lab.expectLog(t, `msg="tftp transfer"`, `file=ipxe.efi`)
-		lab.expectLog(t, `msg="boot script" mac=`+macPending+` host=pxe-a platform=efi script=agent`)
-		// OVMF's own PXE loaded ipxe.efi, which asked DHCP again and got the script.
-		expectSerial(t, vm, ">>Start PXE over IPv4", "NBP filename is ipxe.efi", "NBP file downloaded successfully",
-			"Filename: "+pxeServer+"/boot/ipxe?mac="+macPending+"&platform=efi", pxeServer+"/boot/netboot/"+boot.DefaultInitramfs+"... ok")
+		lab.expectLog(t, `msg="boot script" mac=`+macUEFI+` host=pxe-a platform=efi script=local-efi`)
+		expectSerial(t, vm, ">>Start PXE over IPv4", "NBP filename is ipxe.efi", "Filename: "+pxeServer+"/boot/ipxe?mac="+macUEFI+"&platform=efi")
 	})
 
-	t.Run("provisioned host, SeaBIOS, boots its local disk", func(t *testing.T) {
-		disk := DataDiskImage(t, 64<<20)
-		if err := writeBootSector(disk, diskMarker); err != nil {
-			t.Fatal(err)
+	t.Run("BIOS host powered off half-way, then provisioned whole, boots Debian", func(t *testing.T) {
+		tap := lab.tap(t)
+		opts := Options{NetBoot: true, Firmware: BIOS, Tap: tap, Netns: lab.ns, MAC: macBIOS,
+			MemoryMiB: 1024, DataDisk: diskB, DataDiskSerial: "pxe-disk-b", Resettable: true}
+		cut := New(t, opts)
+		cut.Start()
+		cut.WaitSerial("cairn-agent: writing "+hostOS, 8*time.Minute)
+		cut.WaitSerial(" MB/s", 5*time.Minute) // a progress line: the image is streaming
+		cut.Stop()                             // the power cord
+		t.Logf("BIOS host powered off %s after power-on, while writing", cut.Uptime().Round(time.Second/10))
+		if h := lab.host(t, "pxe-b"); h.Phase != state.Provisioning {
+			t.Fatalf("pxe-b is %s after the cut, want provisioning", h.Phase)
 		}
-		vm := New(t, Options{NetBoot: true, Firmware: BIOS, Tap: lab.tap(t), Netns: lab.ns, MAC: macDone,
-			MemoryMiB: 512, DataDisk: disk, DataDiskSerial: "pxe-disk-c"})
+
+		vm := New(t, opts)
 		vm.Start()
-		vm.WaitSerial(diskMarker, 4*time.Minute)
-		t.Logf("SeaBIOS + iPXE, provisioned host: its disk's boot sector ran %s after power-on", vm.Uptime().Round(time.Second/10))
-		lab.expectLog(t, `msg="boot script" mac=`+macDone+` host=pxe-c platform=pcbios script=local-pcbios`)
-		// iPXE ran the local boot script: sanboot of BIOS drive 0x80.
-		expectSerial(t, vm, "cairn: pxe-c ("+macDone+") is provisioned: booting from its local disk", "Booting from SAN device 0x8")
-		if b, _ := os.ReadFile(vm.SerialLog()); bytes.Contains(b, []byte("cairn-agent:")) || bytes.Contains(b, []byte("/boot/netboot/")) {
-			t.Errorf("the provisioned host fetched or started the agent:\n%s", tail(b, 20))
+		defer vm.Stop()
+		ph := provisionPhases(t, vm, "pxe-b", macBIOS)
+		ph.osUp(t, vm, "pxe-b")
+		t.Logf("BIOS (SeaBIOS + iPXE) host after the cut, time from power-on: %s", ph)
+		lab.checkProvisioned(t, "pxe-b", f.host.UncompressedSHA256)
+		lab.checkSSH(t, f, ipBIOS, "pxe-b")
+		lab.expectLog(t, `msg="boot script" mac=`+macBIOS+` host=pxe-b platform=pcbios script=local-pcbios`)
+		provisionedB = !t.Failed()
+	})
+
+	t.Run("appliance state wiped: the provisioned host is adopted, its disk not written", func(t *testing.T) {
+		if !provisionedB {
+			t.Skip("the BIOS host was not provisioned")
+		}
+		before, cd := diskDigest(t, diskB)
+		lab.restart(t, true)
+		if h := lab.host(t, "pxe-b"); h.Phase != state.Pending {
+			t.Fatalf("pxe-b is %s in the wiped state, want pending", h.Phase)
+		}
+		vm := New(t, Options{NetBoot: true, Firmware: BIOS, Tap: lab.tap(t), Netns: lab.ns, MAC: macBIOS,
+			MemoryMiB: 1024, DataDisk: diskB, DataDiskSerial: "pxe-disk-b"})
+		vm.Start()
+		vm.WaitSerial("cairn-agent: netboot provision on "+macBIOS, 6*time.Minute)
+		vm.WaitSerial("adopting it, writing nothing but the host token", 3*time.Minute)
+		vm.WaitSerial("adopted, not written", time.Minute)
+		vm.Stop() // before Debian boots and writes its own logs
+		t.Logf("adopted %s after power-on", vm.Uptime().Round(time.Second/10))
+		after, cdAfter := diskDigest(t, diskB)
+		if after != before || cdAfter != cd {
+			t.Errorf("the adopted disk changed: sha256 %s before the configdrive (was %s), configdrive at %d (was %d)", after, before, cdAfter, cd)
+		}
+		h := lab.host(t, "pxe-b")
+		if h.Phase != state.Provisioned || len(h.Events) == 0 || h.Events[len(h.Events)-1].Kind != "host.adopted" {
+			t.Errorf("pxe-b after adoption: %s, events %+v", h.Phase, h.Events)
 		}
 	})
 	t.Logf("TestPXE took %s", time.Since(began).Round(time.Second))
 }
 
-// netbootFix is what the PXE lab serves: a store with the iPXE binaries, the appliance base's
-// kernel as vmlinuz, the agent's initramfs and an OS image; and the cairn binary.
+// phases are the times from power-on at which a provisioned machine passed each step.
+type phases struct {
+	names []string
+	at    []time.Duration
+}
+
+func (p *phases) mark(name string, vm *VM) {
+	p.names = append(p.names, name)
+	p.at = append(p.at, vm.Uptime())
+}
+
+func (p *phases) String() string {
+	var b strings.Builder
+	for i, n := range p.names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %s", n, p.at[i].Round(time.Second/10))
+	}
+	return b.String()
+}
+
+// provisionPhases follows a provisioning on the console, from the firmware's DHCP to the
+// agent's done.
+func provisionPhases(t *testing.T, vm *VM, name, mac string) *phases {
+	t.Helper()
+	p := &phases{}
+	vm.WaitSerial("/boot/ipxe?mac="+mac, 6*time.Minute)
+	p.mark("DHCP+iPXE", vm)
+	vm.WaitSerial("cairn-agent: netboot provision on "+mac, 4*time.Minute)
+	p.mark("kernel+initramfs", vm)
+	vm.WaitSerial("from DHCP server", 2*time.Minute)
+	p.mark("agent DHCP", vm)
+	vm.WaitSerial("cairn-agent: host "+name+": inventory reported", 2*time.Minute)
+	p.mark("inventory", vm)
+	vm.WaitSerial("cairn-agent: writing "+hostOS, 2*time.Minute)
+	p.mark("plan", vm)
+	line := vm.WaitSerial("written and verified", 20*time.Minute)
+	p.mark("write+verify", vm)
+	t.Logf("%s: %s", name, line)
+	vm.WaitSerial("cairn-agent: reported done to "+pxeServer, 2*time.Minute)
+	p.mark("configdrive+done", vm)
+	return p
+}
+
+// osUp waits for the host's own Debian: the login prompt with the name cloud-init gave it.
+func (p *phases) osUp(t *testing.T, vm *VM, name string) {
+	t.Helper()
+	vm.WaitSerial("booting from its local disk", 4*time.Minute)
+	p.mark("reboot to disk", vm)
+	vm.WaitSerial(name+" login:", 10*time.Minute)
+	p.mark("OS up", vm)
+}
+
+// checkProvisioned checks the host's record: provisioned with the image's digest.
+func (l *pxeLab) checkProvisioned(t *testing.T, name, digest string) {
+	t.Helper()
+	h := l.host(t, name)
+	if h.Phase != state.Provisioned || !strings.Contains(h.Message, digest) {
+		t.Errorf("%s: %s %q; want provisioned with %s", name, h.Phase, h.Message, digest)
+	}
+	var kinds []string
+	for _, e := range h.Events { // oldest first
+		kinds = append(kinds, e.Kind)
+	}
+	if got := strings.Join(kinds, " "); !regexp.MustCompile(`host\.inventory.* host\.provisioning.* host\.provisioned`).MatchString(got) {
+		t.Errorf("%s's events: %s; want the inventory, then provisioning, then provisioned", name, got)
+	}
+}
+
+// checkSSH logs in to a provisioned host with the site's key, from inside the lab's namespace,
+// and asks its name: cloud-init set it from the configdrive, with the key.
+func (l *pxeLab) checkSSH(t *testing.T, f *netbootFix, ip, name string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		cmd := exec.Command("ip", "netns", "exec", l.ns, "ssh", "-i", f.sshKey, "-o", "StrictHostKeyChecking=no",
+			"-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+			"debian@"+ip, "hostname; cat /run/cloud-init/result.json")
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			got := strings.TrimSpace(string(out))
+			if !strings.HasPrefix(got, name+"\n") || !strings.Contains(got, `"errors": []`) {
+				t.Errorf("ssh debian@%s: %s; want the hostname %s and cloud-init without errors", ip, got, name)
+			}
+			t.Logf("ssh debian@%s with the site's key: %s", ip, strings.ReplaceAll(got, "\n", " "))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("ssh debian@%s with the site's key: %v: %s", ip, err, out)
+			return
+		}
+		time.Sleep(5 * time.Second)
+	}
+}
+
+// diskDigest is the sha256 of a host's disk up to its configdrive partition, and where that
+// partition starts.
+func diskDigest(t *testing.T, path string) (string, int64) {
+	t.Helper()
+	part, ok, err := disk.ConfigDrivePart(path)
+	if err != nil || !ok {
+		t.Fatalf("%s has no configdrive: %v", path, err)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(fh, 0, part.Start)); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), part.Start
+}
+
+// netbootFix is what the PXE lab serves: a store cairn build made, the cairn binary, and the
+// site's SSH key.
 type netbootFix struct {
-	work  string
-	cairn string
-	store string
+	work   string
+	cairn  string
+	store  string
+	sshKey string // the private key; sshKey+".pub" is in the site
+	host   hostimage.Info
 }
 
 var (
@@ -214,6 +367,9 @@ func netbootFixture(t *testing.T) *netbootFix {
 	return nbFix
 }
 
+// makeNetbootFixture builds the lab's store with cairn build: the agent from Debian's kernel
+// package ([agent]), the example host image (built once by package examples/hostimage and
+// cached), and trixie's iPXE binaries.
 func makeNetbootFixture(ctx context.Context) (*netbootFix, error) {
 	start := time.Now()
 	work, err := os.MkdirTemp("", "cairn-vmtest-netboot-")
@@ -221,20 +377,29 @@ func makeNetbootFixture(ctx context.Context) (*netbootFix, error) {
 		return nil, err
 	}
 	cleanupDirs = append(cleanupDirs, work)
-	f := &netbootFix{work: work, cairn: filepath.Join(work, "cairn"), store: filepath.Join(work, "store")}
+	f := &netbootFix{work: work, cairn: filepath.Join(work, "cairn"), store: filepath.Join(work, "store"), sshKey: filepath.Join(work, "id_ed25519")}
 
-	logPath := filepath.Join(work, "appliance-base.log")
+	// The appliance base's kernel tells whether KVM works (the probe); it is cached.
+	logPath := filepath.Join(work, "build.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
+	defer logf.Close()
 	base, err := appliance.Build(ctx, appliance.BuildConfig{Log: logf})
-	logf.Close()
 	if err != nil {
 		b, _ := os.ReadFile(logPath)
 		return nil, fmt.Errorf("%w; the build's last lines:\n%s", err, tail(b, 40))
 	}
 	SetProbeKernel(filepath.Join(base, appliance.KernelFile))
+	if f.host, err = hostimage.Build(ctx, hostimage.Config{Log: logf}); err != nil {
+		b, _ := os.ReadFile(logPath)
+		return nil, fmt.Errorf("the host image: %w; the build's last lines:\n%s", err, tail(b, 40))
+	}
+	kernelDeb, err := content.Kernel(ctx)
+	if err != nil {
+		return nil, err
+	}
 
 	agent := filepath.Join(work, "cairn-agent")
 	for _, b := range []struct{ out, pkg, ldflags string }{
@@ -248,74 +413,44 @@ func makeNetbootFixture(ctx context.Context) (*netbootFix, error) {
 			return nil, fmt.Errorf("building %s: %w\n%s", b.pkg, err, out)
 		}
 	}
-
-	// The initramfs: the agent as /init with the base kernel's own modules.
-	mods, err := initramfs.ModulesFromSquashfs(ctx, filepath.Join(base, appliance.RootFile), filepath.Join(work, "modules"), initramfs.DefaultModules)
-	if err != nil {
-		return nil, err
-	}
-	initrd := filepath.Join(work, boot.DefaultInitramfs)
-	out, err := os.Create(initrd)
-	if err != nil {
-		return nil, err
-	}
-	err = initramfs.Write(out, initramfs.Config{Agent: agent, Modules: mods, ModTime: time.Unix(sourceDate, 0)})
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, err
+	if out, err := exec.CommandContext(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vmtest@pxelab", "-f", f.sshKey).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ssh-keygen: %w: %s", err, out)
 	}
 
-	// The store, written as cairn build writes one.
-	st, err := airgap.Create(ctx, airgap.StoreConfig{Dir: f.store, Created: time.Unix(sourceDate, 0)})
+	// build.toml: everything from local files, pinned by sha256.
+	keyPEM, _, err := airgap.GenerateKey()
 	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(work, "signing.key"), keyPEM, 0o600); err != nil {
 		return nil, err
 	}
 	ipxe, err := content.IPXE(ctx)
 	if err != nil {
 		return nil, err
 	}
+	var bt strings.Builder
+	fmt.Fprintf(&bt, "[signing]\nkey = \"signing.key\"\n\n[agent]\nkernel = { source = %q, sha256 = %q }\nbinary = %q\n\n",
+		kernelDeb, content.KernelPackageSHA256, agent)
+	fmt.Fprintf(&bt, "[[os_image]]\nname = %q\nsource = %q\nsha256 = %q\nformat = %q\nuncompressed_sha256 = %q\n\n",
+		hostOS, f.host.Path(), f.host.SHA256, hostimage.Format, f.host.UncompressedSHA256)
 	for _, b := range content.IPXEBinaries {
 		p := filepath.Join(work, b.Name)
 		if err := os.WriteFile(p, ipxe[b.Name], 0o644); err != nil {
 			return nil, err
 		}
-		if err := st.AddNetboot(ctx, airgap.NetbootAsset{Name: b.Name, Path: p, Type: airgap.NetbootIPXE}); err != nil {
-			return nil, err
-		}
+		fmt.Fprintf(&bt, "[[netboot]]\nname = %q\ntype = \"ipxe\"\nsource = %q\nsha256 = %q\n\n", b.Name, p, b.SHA256)
 	}
-	if err := st.AddNetboot(ctx, airgap.NetbootAsset{Name: boot.DefaultKernel, Path: filepath.Join(base, appliance.KernelFile), Type: airgap.NetbootKernel}); err != nil {
+	if err := os.WriteFile(filepath.Join(work, "build.toml"), []byte(bt.String()), 0o644); err != nil {
 		return nil, err
 	}
-	if err := st.AddNetboot(ctx, airgap.NetbootAsset{Name: boot.DefaultInitramfs, Path: initrd, Type: airgap.NetbootInitramfs}); err != nil {
-		return nil, err
-	}
-	osImage, err := content.OSImage()
+	cmd := exec.CommandContext(ctx, f.cairn, "build", "-f", filepath.Join(work, "build.toml"), "-o", f.store)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", sourceDate))
+	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cairn build of the lab's store: %w\n%s", err, out)
 	}
-	osPath := filepath.Join(work, osImageName+".raw.zst")
-	if err := os.WriteFile(osPath, osImage, 0o644); err != nil {
-		return nil, err
-	}
-	if err := st.AddOSImage(ctx, airgap.OSImage{Name: osImageName, Path: osPath}); err != nil {
-		return nil, err
-	}
-	keyPEM, _, err := airgap.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	key, err := airgap.ParsePrivateKey(keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := st.Seal(ctx, key); err != nil {
-		return nil, err
-	}
-	fi, _ := os.Stat(initrd)
-	fmt.Fprintf(os.Stderr, "vmtest: netboot store %s with the agent's initramfs (%d KiB, %d modules) (%s)\n",
-		f.store, fi.Size()>>10, len(mods), time.Since(start).Round(time.Second))
+	fmt.Fprintf(os.Stderr, "vmtest: netboot store %s made by cairn build (%s):\n%s", f.store, time.Since(start).Round(time.Second), tail(out, 12))
 	return f, nil
 }
 
@@ -323,16 +458,20 @@ func makeNetbootFixture(ctx context.Context) (*netbootFix, error) {
 type pxeLab struct {
 	ns     string
 	dir    string
+	cfg    string // the daemon's configuration
+	state  string // its state file
 	log    string // the daemon's log
+	cairn  string
 	taps   int
 	hc     *http.Client
 	client *daemonapi.Client
+	stop   func() // stops the daemon
 }
 
 func newPXELab(t *testing.T, f *netbootFix) *pxeLab {
 	t.Helper()
 	removeStaleNetns(pxeNetns)
-	l := &pxeLab{ns: fmt.Sprintf("%s%d", pxeNetns, os.Getpid()), dir: keptDir(t, "daemon")}
+	l := &pxeLab{ns: fmt.Sprintf("%s%d", pxeNetns, os.Getpid()), dir: keptDir(t, "daemon"), cairn: f.cairn}
 	if out, err := exec.Command("ip", "netns", "add", l.ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", l.ns, err, out)
 	}
@@ -347,8 +486,12 @@ func newPXELab(t *testing.T, f *netbootFix) *pxeLab {
 		t.Fatal(err)
 	}
 
+	pub, err := os.ReadFile(f.sshKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
 	siteDir := filepath.Join(l.dir, "site")
-	for name, body := range pxeSite {
+	for name, body := range pxeSite(strings.TrimSpace(string(pub))) {
 		p := filepath.Join(siteDir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -357,41 +500,66 @@ func newPXELab(t *testing.T, f *netbootFix) *pxeLab {
 			t.Fatal(err)
 		}
 	}
-	cfg := filepath.Join(l.dir, "daemon.toml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, "store = %q\nsite_dir = %q\nstate = %q\ndata_dir = %q\nlisten = \":5000\"\nallow_ephemeral = true\npxe = true\n",
-		f.store, siteDir, filepath.Join(l.dir, "state", "state.db"), filepath.Join(l.dir, "data")), 0o644); err != nil {
+	l.cfg, l.state = filepath.Join(l.dir, "daemon.toml"), filepath.Join(l.dir, "state", "state.db")
+	if err := os.WriteFile(l.cfg, fmt.Appendf(nil, "store = %q\nsite_dir = %q\nstate = %q\ndata_dir = %q\nlisten = \":5000\"\nallow_ephemeral = true\npxe = true\n",
+		f.store, siteDir, l.state, filepath.Join(l.dir, "data")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	stdout := filepath.Join(l.dir, "daemon.out")
 	l.log = filepath.Join(l.dir, "daemon.log")
+	l.start(t)
+	t.Cleanup(func() { l.stop() })
+	return l
+}
+
+// restart stops the daemon and starts it again; with wipe, its state file is removed first,
+// as on an appliance restored without its data disk.
+func (l *pxeLab) restart(t *testing.T, wipe bool) {
+	t.Helper()
+	l.stop()
+	if wipe {
+		if err := os.Remove(l.state); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.start(t)
+}
+
+// start starts the daemon in the namespace and waits until it serves DHCP and TFTP.
+func (l *pxeLab) start(t *testing.T) {
+	t.Helper()
+	stdout := filepath.Join(l.dir, "daemon.out")
 	outf, err := os.Create(stdout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(l.log)
+	logf, err := os.OpenFile(l.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", l.ns, f.cairn, "daemon", "--config", cfg) //nolint:gosec // G204: our binary and paths
+	logStart, _ := logf.Seek(0, io.SeekEnd)
+	cmd := exec.Command("ip", "netns", "exec", l.ns, l.cairn, "daemon", "--config", l.cfg) //nolint:gosec // G204: our binary and paths
 	cmd.Stdout, cmd.Stderr = outf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting cairn daemon in %s: %v", l.ns, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); outf.Close(); logf.Close() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(unix.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Logf("cairn daemon: %v", err)
+	var once sync.Once
+	l.stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(unix.SIGTERM)
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Logf("cairn daemon: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+				t.Errorf("cairn daemon did not stop within 15 s of SIGTERM")
 			}
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Errorf("cairn daemon did not stop within 15 s of SIGTERM")
-		}
-	})
+		})
+	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		b, _ := os.ReadFile(stdout)
@@ -412,9 +580,8 @@ func newPXELab(t *testing.T, f *netbootFix) *pxeLab {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// DHCP and TFTP start once the site is applied, which READY follows; wait until they say so.
-	l.waitLog(t, 30*time.Second, "dhcp: serving")
-	l.waitLog(t, 30*time.Second, "tftp: serving")
-	return l
+	l.waitLogAfter(t, logStart, 30*time.Second, "dhcp: serving")
+	l.waitLogAfter(t, logStart, 30*time.Second, "tftp: serving")
 }
 
 func (l *pxeLab) ip(t *testing.T, args ...string) {
@@ -432,35 +599,6 @@ func (l *pxeLab) tap(t *testing.T) string {
 	l.ip(t, "tuntap", "add", "dev", name, "mode", "tap")
 	l.ip(t, "link", "set", name, "master", pxeBridge, "up")
 	return name
-}
-
-// markProvisioned provisions a site host through the daemon's own paths: it asks for the
-// host's boot script (which mints a provisioning token, as for a booting machine) and reports
-// done with that token, as an agent that wrote the disk would.
-func (l *pxeLab) markProvisioned(t *testing.T, mac, name string) {
-	t.Helper()
-	script := l.get(t, pxeServer+"/boot/ipxe?mac="+mac+"&platform=pcbios")
-	m := regexp.MustCompile(api.ArgToken + `=([A-Za-z0-9_-]+)`).FindStringSubmatch(script)
-	if m == nil {
-		t.Fatalf("the boot script of %s carries no token:\n%s", mac, script)
-	}
-	req, err := http.NewRequest(http.MethodPost, pxeServer+api.Path(mac, api.CallDone), strings.NewReader(`{"message":"marked provisioned by the test"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+m[1])
-	resp, err := l.hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("reporting %s done: %s: %s", name, resp.Status, b)
-	}
-	if h := l.host(t, name); h.Phase != state.Provisioned {
-		t.Fatalf("%s is %s after done, want provisioned", name, h.Phase)
-	}
 }
 
 func (l *pxeLab) get(t *testing.T, url string) string {
@@ -498,11 +636,14 @@ func (l *pxeLab) expectLog(t *testing.T, want ...string) {
 	t.Errorf("the daemon's log has no line with %q; its last lines:\n%s", want, tail(b, 20))
 }
 
-func (l *pxeLab) waitLog(t *testing.T, timeout time.Duration, want ...string) {
+// waitLogAfter waits for a line of the daemon's log after byte from that holds every piece
+// of want.
+func (l *pxeLab) waitLogAfter(t *testing.T, from int64, timeout time.Duration, want ...string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		b, _ := os.ReadFile(l.log)
+		b = b[min(from, int64(len(b))):]
 		for _, line := range strings.Split(string(b), "\n") {
 			if containsAll(line, want) {
 				return
@@ -584,46 +725,4 @@ func removeStaleNetns(prefix string) {
 		}
 		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
 	}
-}
-
-// writeBootSector makes disk's first sector a BIOS boot sector that prints msg on the first
-// serial port (polling its line status, as firmware leaves it) and halts: proof that the
-// firmware, or iPXE's sanboot, booted the local disk.
-func writeBootSector(disk, msg string) error {
-	code := []byte{
-		0xFA,       // cli
-		0x31, 0xC0, // xor ax, ax
-		0x8E, 0xD8, // mov ds, ax
-		0xBE, 0x22, 0x7C, // mov si, 0x7c22 (the message, after this code)
-		0xAC,       // next: lodsb
-		0x84, 0xC0, // test al, al
-		0x74, 0x12, // jz done
-		0x88, 0xC3, // mov bl, al
-		0xBA, 0xFD, 0x03, // mov dx, 0x3fd (line status)
-		0xEC,       // wait: in al, dx
-		0xA8, 0x20, // test al, 0x20 (transmitter empty)
-		0x74, 0xFB, // jz wait
-		0xBA, 0xF8, 0x03, // mov dx, 0x3f8
-		0x88, 0xD8, // mov al, bl
-		0xEE,       // out dx, al
-		0xEB, 0xE9, // jmp next
-		0xF4,       // done: hlt
-		0xEB, 0xFD, // jmp done
-	}
-	if len(code) != 0x22 {
-		return fmt.Errorf("boot sector code is %d bytes, the message offset assumes 34", len(code))
-	}
-	sector := make([]byte, 512)
-	n := copy(sector, code)
-	copy(sector[n:], "\r\n"+msg+"\r\n\x00")
-	sector[510], sector[511] = 0x55, 0xAA
-	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteAt(sector, 0); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -25,7 +25,7 @@ type target struct {
 	path   string
 	f      *os.File
 	dev    bool  // a block device, else a regular file
-	size   int64 // a device's size
+	size   int64 // a device's size; a file's size when Write began (it keeps at least that)
 	direct bool  // O_DIRECT is on
 	// touched is set once image data (or zeros) went to the target: from then on, starting
 	// over is no longer free.
@@ -55,12 +55,19 @@ func openTarget(path string) (*target, error) {
 
 func (t *target) close() { _ = t.f.Close() }
 
-// prepare readies the target before the first byte of the image: a file is emptied, and on a
-// device the first head bytes are zeroed and synced, so that what booted from it before does
-// not boot while it is half written.
+// prepare readies the target before the first byte of the image: a file is emptied (all
+// zeros, its size kept: a disk image file stays the size of its disk), and on a device the
+// first head bytes are zeroed and synced, so that what booted from it before does not boot
+// while it is half written.
 func (t *target) prepare(head int64) error {
 	if !t.dev {
+		if fi, err := t.f.Stat(); err == nil {
+			t.size = fi.Size()
+		}
 		if err := t.f.Truncate(0); err != nil {
+			return fmt.Errorf("emptying %s: %w", t.path, err)
+		}
+		if err := t.f.Truncate(t.size); err != nil {
 			return fmt.Errorf("emptying %s: %w", t.path, err)
 		}
 		return nil
@@ -196,7 +203,7 @@ func (t *target) finish(size int64) error {
 		return err
 	}
 	if !t.dev {
-		if err := t.f.Truncate(size); err != nil {
+		if err := t.f.Truncate(max(size, t.size)); err != nil {
 			return fmt.Errorf("setting the size of %s: %w", t.path, err)
 		}
 	}

@@ -122,3 +122,11 @@ func (c *client) once(ctx context.Context, method, url string, body []byte, out 
 	}
 	return nil
 }
+
+func (c *client) progress(ctx context.Context, p api.Progress) error {
+	return c.call(ctx, http.MethodPost, api.CallProgress, p, nil)
+}
+
+func (c *client) done(ctx context.Context, d api.Done) error {
+	return c.call(ctx, http.MethodPost, api.CallDone, d, nil)
+}

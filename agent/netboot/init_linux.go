@@ -34,18 +34,20 @@ func Init(version string) {
 	b, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		say("cairn-agent: reading /proc/cmdline: %v", err)
-		halt(say, Reboot)
+		halt(say, Reboot, RebootDelay)
 	}
 	args, err := ParseCmdline(string(b))
 	if err != nil {
 		say("cairn-agent: %v", err)
-		halt(say, Reboot)
+		halt(say, Reboot, RebootDelay)
 	}
 	end, err := Run(context.Background(), Config{Args: args, Machine: linuxMachine{}, Console: con, Version: version})
+	delay := time.Duration(0) // done: into the new OS at once
 	if err != nil {
 		say("cairn-agent: %v", err)
+		delay = RebootDelay // time to read why
 	}
-	halt(say, end)
+	halt(say, end, delay)
 }
 
 // mountAll mounts /proc, /sys and /dev; one already mounted is left as it is.
@@ -82,12 +84,12 @@ func openConsoles() io.Writer {
 	return io.MultiWriter(ws...)
 }
 
-// halt powers off, or reboots after RebootDelay; as PID 1 it must never return.
-func halt(say func(string, ...any), end End) {
+// halt powers off, or reboots after delay; as PID 1 it must never return.
+func halt(say func(string, ...any), end End, delay time.Duration) {
 	cmd, what := unix.LINUX_REBOOT_CMD_POWER_OFF, "powering off"
 	if end == Reboot {
-		say("cairn-agent: rebooting in %s", RebootDelay)
-		time.Sleep(RebootDelay)
+		say("cairn-agent: rebooting in %s", delay)
+		time.Sleep(delay)
 		cmd, what = unix.LINUX_REBOOT_CMD_RESTART, "rebooting"
 	} else {
 		say("cairn-agent: powering off")

@@ -12,13 +12,18 @@
 // and asks cairn's DHCP for an address, and gathers the inventory (package agent/inventory).
 //
 //   - discover: it reports the inventory to the agent API without a token, prints
-//     "cairn-agent: discovered, reported to SERVER" and powers the machine off. When the API
-//     answers 401 (a site host has its MAC now), it reboots instead: the machine boots to be
-//     provisioned.
-//   - provision: it reports the inventory and fetches the plan with the one-time token, prints
-//     what it would write, and reports the attempt failed: this version does not write disks
-//     yet. Then it powers off; the daemon boots the failed host from its disk until it is
-//     provisioned again.
+//     "cairn-agent: discovered, reported to SERVER ...", and reports again every PollEvery.
+//     When the API answers 401 (a site host has its MAC now), it reboots: the machine boots
+//     to be provisioned.
+//   - provision: it reports the inventory, fetches the plan with the one-time token and
+//     carries it out (provision.go): it picks the disk (package agent/disk); when the disk's
+//     configdrive already records this site, host and provision counter it adopts the disk,
+//     writing nothing but the new host token; otherwise it wipes the disk, streams the image
+//     from the appliance's registry and checks its digest (package agent/image, which writes
+//     the image's first MiB last, once the digest is right), lays out the partitions after it
+//     and writes the cloud-init configdrive (package agent/configdrive), reporting progress
+//     all along. Then it reports done and reboots: from then on the daemon's script boots the
+//     machine from its disk.
 //
 // When a step fails, the agent prints why, reports the failure when it holds a token, and
 // reboots after RebootDelay, so that the next boot tries again with a new script (and token).
@@ -37,9 +42,6 @@ import (
 
 	"github.com/cairn-appliance/cairn/agent/api"
 )
-
-// NotImplemented is the reason a provisioning attempt of this version reports.
-const NotImplemented = "writing disks is not implemented in this version"
 
 // Lease is the address the machine got on the network card it booted from.
 type Lease struct {
@@ -73,6 +75,10 @@ type Config struct {
 	RetryDelay time.Duration
 	// Version is cairn-agent's.
 	Version string
+	// PollEvery is how often a discovered machine reports again, to learn whether the site
+	// names it now (default 30 s). ProgressEvery is how often the writing of the image is
+	// reported (default 3 s).
+	PollEvery, ProgressEvery time.Duration
 }
 
 // End is how a run ends: what the machine does next.
@@ -100,6 +106,12 @@ func Run(ctx context.Context, cfg Config) (End, error) {
 	}
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = 3 * time.Second
+	}
+	if cfg.PollEvery <= 0 {
+		cfg.PollEvery = 30 * time.Second
+	}
+	if cfg.ProgressEvery <= 0 {
+		cfg.ProgressEvery = 3 * time.Second
 	}
 	a := cfg.Args
 	con := &console{w: cfg.Console}
@@ -143,8 +155,8 @@ func Run(ctx context.Context, cfg Config) (End, error) {
 		return failed("inventory", fmt.Errorf("reporting the inventory: %w", err))
 	}
 	if a.Mode == api.ModeDiscover {
-		say("cairn-agent: discovered, reported to %s (record %s)", a.Server, reg.Host)
-		return PowerOff, nil
+		say("cairn-agent: discovered, reported to %s (record %s); waiting for the site to name %s", a.Server, reg.Host, a.MAC)
+		return discoverWait(ctx, c, inv, cfg.PollEvery, say)
 	}
 	say("cairn-agent: host %s: inventory reported to %s", reg.Host, a.Server)
 
@@ -153,11 +165,46 @@ func Run(ctx context.Context, cfg Config) (End, error) {
 		return failed("plan", fmt.Errorf("fetching the plan: %w", err))
 	}
 	say("cairn-agent: plan for %s (provision %d): %s", plan.Host, plan.Provision, planSummary(plan))
-	if err := c.failed(ctx, api.Failed{Step: "writing", Reason: NotImplemented}); err != nil {
-		return Reboot, fmt.Errorf("reporting the end of the attempt: %w", err)
+	// Progress goes once, not retried: a lost report must not hold the writing up.
+	pc := *c
+	pc.tries = 1
+	done, err := provision(ctx, &pc, plan, inv, say, cfg.ProgressEvery)
+	if err != nil {
+		say("cairn-agent: FAILED: %v", err)
+		return failed(stepOf(err), errors.Unwrap(err))
 	}
-	say("cairn-agent: reported failed to %s: %s", a.Server, NotImplemented)
-	return PowerOff, nil
+	if err := c.done(ctx, done); err != nil {
+		// The disk is written and checked, but the appliance did not take it: the next boot
+		// is a new attempt, which adopts the disk (its configdrive records this plan).
+		return Reboot, fmt.Errorf("reporting done: %w", err)
+	}
+	if done.Adopted {
+		say("cairn-agent: reported done to %s: %s adopted, not written; rebooting into it", a.Server, done.Disk)
+	} else {
+		say("cairn-agent: reported done to %s: %s; rebooting into the new OS", a.Server, done.Message)
+	}
+	return Reboot, nil
+}
+
+// discoverWait reports the inventory again every poll until the daemon answers 401: a site
+// host has the MAC now, and the machine reboots to be provisioned. A machine switched off
+// meanwhile simply stays discovered.
+func discoverWait(ctx context.Context, c *client, inv api.Inventory, poll time.Duration, say func(string, ...any)) (End, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return PowerOff, ctx.Err()
+		case <-time.After(poll):
+		}
+		_, err := c.inventory(ctx, inv)
+		switch {
+		case isUnauthorized(err):
+			say("cairn-agent: %s answers that the site names %s now: rebooting to be provisioned", c.base, c.mac)
+			return Reboot, ErrSiteHost
+		case err != nil:
+			say("cairn-agent: reporting again: %v (trying again in %s)", err, poll)
+		}
+	}
 }
 
 // Summary is an inventory in a line: "2 NICs, 1 disk (vda 1.0 GiB), 1 CPU thread, 512 MiB, bios".
@@ -179,7 +226,7 @@ func Summary(inv api.Inventory) string {
 }
 
 func planSummary(p api.ProvisionPlan) string {
-	s := fmt.Sprintf("would write %s (%s, %s, %s) onto %s", p.Image.Artifact, p.Image.Format, sizeIEC(uint64(max(p.Image.Size, 0))), p.Image.Digest, p.Disk) //nolint:gosec // clamped
+	s := fmt.Sprintf("%s (%s, %s, %s) onto %s", p.Image.Artifact, p.Image.Format, sizeIEC(uint64(max(p.Image.Size, 0))), p.Image.Digest, p.Disk) //nolint:gosec // clamped
 	if n := len(p.Partitions); n > 0 {
 		var parts []string
 		for _, pt := range p.Partitions {

@@ -18,6 +18,7 @@ import (
 
 type fakeMachine struct {
 	netErr error
+	disks  []api.Disk // nil: one 1 GiB /dev/vda
 }
 
 func (fakeMachine) LoadModules(say func(string, ...any)) error {
@@ -29,10 +30,14 @@ func (m fakeMachine) Network(context.Context, string) (Lease, error) {
 	return Lease{Interface: "eth0", Address: "10.20.0.200/24", Server: "10.20.0.1"}, m.netErr
 }
 
-func (fakeMachine) Inventory(mac string) (api.Inventory, error) {
+func (m fakeMachine) Inventory(mac string) (api.Inventory, error) {
+	disks := m.disks
+	if disks == nil {
+		disks = []api.Disk{{Name: "vda", Path: "/dev/vda", SizeBytes: 1 << 30, Serial: "pxe-disk"}}
+	}
 	return api.Inventory{MAC: mac, Firmware: api.BIOS, CPU: api.CPU{Arch: "amd64", Threads: 1}, MemoryBytes: 512 << 20,
 		NICs:  []api.NIC{{Name: "eth0", MAC: mac, Driver: "virtio_net", Carrier: true}},
-		Disks: []api.Disk{{Name: "vda", Path: "/dev/vda", SizeBytes: 1 << 30, Serial: "pxe-disk"}}}, nil
+		Disks: disks}, nil
 }
 
 // fakeAPI answers the agent API's calls from a table, and records them.
@@ -84,19 +89,25 @@ func run(t *testing.T, mode, tok string, m Machine, answers map[string][]answer)
 	t.Cleanup(srv.Close)
 	var out bytes.Buffer
 	end, err := Run(context.Background(), Config{Args: Args{Server: srv.URL, Mode: mode, Token: tok, MAC: mac}, Machine: m,
-		Console: &out, Version: "test", RetryDelay: time.Millisecond, Tries: 3})
+		Console: &out, Version: "test", RetryDelay: time.Millisecond, Tries: 3, PollEvery: time.Millisecond, ProgressEvery: time.Millisecond})
 	return end, err, f, out.String()
 }
 
 func TestDiscover(t *testing.T) {
 	end, err, f, out := run(t, api.ModeDiscover, "", fakeMachine{}, map[string][]answer{
-		"inventory": {{http.StatusServiceUnavailable, api.Error{Error: "busy"}}, {http.StatusOK, api.Registered{Host: "discovered-525400990001", Discovered: true}}},
+		"inventory": {
+			{http.StatusServiceUnavailable, api.Error{Error: "busy"}},
+			{http.StatusOK, api.Registered{Host: "discovered-525400990001", Discovered: true}},
+			{http.StatusOK, api.Registered{Host: "discovered-525400990001", Discovered: true}},
+			{http.StatusUnauthorized, api.Error{Error: "missing token"}},
+		},
 	})
-	if end != PowerOff || err != nil {
-		t.Fatalf("Run() = %v, %v; want PowerOff, nil\n%s", end, err, out)
+	// Reported (one 503, tried again), reported again while waiting, then named by the site:
+	// 401, and the machine reboots to be provisioned.
+	if end != Reboot || !errors.Is(err, ErrSiteHost) {
+		t.Fatalf("Run() = %v, %v; want Reboot, ErrSiteHost\n%s", end, err, out)
 	}
-	// One 503, tried again; never a token.
-	if got := strings.Join(f.calls, ", "); got != "POST inventory none, POST inventory none" {
+	if got := strings.Join(f.calls, ", "); got != "POST inventory none, POST inventory none, POST inventory none, POST inventory none" {
 		t.Errorf("calls: %s", got)
 	}
 	var inv api.Inventory
@@ -109,6 +120,7 @@ func TestDiscover(t *testing.T) {
 		"inventory: 1 NIC, 1 disk (vda 1.0 GiB), 1 CPU thread, 512.0 MiB memory, bios",
 		"503 Service Unavailable: busy; trying again",
 		"cairn-agent: discovered, reported to http://",
+		"rebooting to be provisioned",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the console does not show %q:\n%s", want, out)
@@ -126,36 +138,6 @@ func TestDiscoverSiteHost(t *testing.T) {
 	})
 	if end != Reboot || !errors.Is(err, ErrSiteHost) || !strings.Contains(out, "rebooting to be provisioned") {
 		t.Errorf("Run() = %v, %v; want Reboot, ErrSiteHost\n%s", end, err, out)
-	}
-}
-
-func TestProvisionReportsNotImplemented(t *testing.T) {
-	plan := api.ProvisionPlan{Host: "web-01", Provision: 1, Disk: "first-nonremovable",
-		Image:      api.Image{Artifact: "debian-12", Format: api.FormatRawZstd, Size: 1 << 20, Digest: "sha256:abc"},
-		Partitions: []api.Partition{{Label: "data", Filesystem: "xfs"}}}
-	end, err, f, out := run(t, api.ModeProvision, token, fakeMachine{}, map[string][]answer{
-		"inventory": {{http.StatusOK, api.Registered{Host: "web-01"}}},
-		"plan":      {{http.StatusOK, plan}},
-		"failed":    {{http.StatusOK, struct{}{}}},
-	})
-	if end != PowerOff || err != nil {
-		t.Fatalf("Run() = %v, %v; want PowerOff, nil\n%s", end, err, out)
-	}
-	if got := strings.Join(f.calls, ", "); got != "POST inventory "+token+", GET plan "+token+", POST failed "+token {
-		t.Errorf("calls: %s", got)
-	}
-	var failed api.Failed
-	if err := json.Unmarshal(f.bodies["failed"], &failed); err != nil || failed.Reason != NotImplemented || failed.Step != "writing" {
-		t.Errorf("the failure reported: %s (%v)", f.bodies["failed"], err)
-	}
-	for _, want := range []string{
-		"cairn-agent: netboot provision on " + mac,
-		"plan for web-01 (provision 1): would write debian-12 (raw+zstd, 1.0 MiB, sha256:abc) onto first-nonremovable, then 1 partition (data xfs), then a cloud-init configdrive",
-		"reported failed to http://",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("the console does not show %q:\n%s", want, out)
-		}
 	}
 }
 

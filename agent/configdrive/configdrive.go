@@ -1,6 +1,7 @@
 // Package configdrive writes and reads the cloud-init NoCloud volume the netboot agent leaves
 // on a host's disk: a FAT file system labelled cidata whose root holds user-data, meta-data,
-// network-config when there is one, and cairn's own record of what it wrote (RecordFile).
+// network-config when there is one, and cairn's own files (agent/api.RecordFile, the record of
+// what was written; agent/api.AgentFile, the host agent's).
 //
 // It is built in Go, without mounting anything: Write lays out a FAT12 or FAT16 file system,
 // whichever its cluster count makes (the usual 16 MiB is FAT16 with 512-byte sectors, FAT12
@@ -30,18 +31,3 @@ const (
 
 // Label is the volume label cloud-init's NoCloud datasource looks for.
 const Label = "cidata"
-
-// RecordFile is the file holding cairn's Record (JSON) on the configdrive.
-const RecordFile = "cairn.json"
-
-// Record is what cairn keeps on the configdrive, so that a machine can be recognised and
-// adopted instead of rewritten.
-type Record struct {
-	Site      string `json:"site"`
-	Host      string `json:"host"`
-	Provision int    `json:"provision"`
-	// Image is the sha256:... of what was written to the disk: the image's uncompressed digest.
-	Image string `json:"image"`
-	// MAC is the address the machine booted from, canonical form.
-	MAC string `json:"mac"`
-}

@@ -3,6 +3,7 @@ package configdrive
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/cairn-appliance/cairn/agent/api"
 	"maps"
 	"os"
 	"os/exec"
@@ -24,13 +25,13 @@ func sample() Files {
 		big[i] = byte(i*7 + i>>9)
 	}
 	mid := bytes.Repeat([]byte("0123456789abcdef"), 190) // 3040 bytes: several 512-byte clusters
-	rec, _ := json.Marshal(Record{Site: "lab", Host: "web-1", Provision: 3, Image: "sha256:" + strings.Repeat("ab", 32), MAC: "52:54:00:12:34:56"})
+	rec, _ := json.Marshal(api.Record{Site: "lab", Host: "web-1", Provision: 3, Image: "sha256:" + strings.Repeat("ab", 32), MAC: "52:54:00:12:34:56"})
 	return Files{
 		UserData:                               []byte("#cloud-config\nhostname: web-1\n"),
 		MetaData:                               []byte("instance-id: web-1-3\nlocal-hostname: web-1\n"),
 		NetworkConfig:                          []byte("version: 2\nethernets:\n  eth0:\n    dhcp4: true\n"),
 		VendorData:                             {},
-		RecordFile:                             rec,
+		api.RecordFile:                         rec,
 		"README.TXT":                           []byte("upper case 8.3 name\n"),
 		"mid.bin":                              mid,
 		"big-file-with-a-rather-long-name.bin": big,

@@ -97,15 +97,15 @@ func provision(ctx context.Context, c *client, plan api.ProvisionPlan, inv api.I
 
 	report("configdrive", 97, "cloud-init's NoCloud seed")
 	rec, _ := json.Marshal(api.Record{Site: plan.Site, Host: plan.Host, Provision: plan.Provision, MAC: inv.MAC, Image: res.Digest})
-	files := configdrive.Files{"user-data": []byte(plan.ConfigDrive.UserData), "meta-data": []byte(plan.ConfigDrive.MetaData),
+	files := configdrive.Files{configdrive.UserData: []byte(plan.ConfigDrive.UserData), configdrive.MetaData: []byte(plan.ConfigDrive.MetaData),
 		api.RecordFile: append(rec, '\n')}
 	if plan.ConfigDrive.NetworkConfig != "" {
-		files["network-config"] = []byte(plan.ConfigDrive.NetworkConfig)
+		files[configdrive.NetworkConfig] = []byte(plan.ConfigDrive.NetworkConfig)
 	}
 	if plan.ConfigDrive.Agent != "" {
 		files[api.AgentFile] = []byte(plan.ConfigDrive.Agent)
 	}
-	if err := writeConfigDrive(dev, lay.ConfigDrive, files); err != nil {
+	if err := writeConfigDrive(dev, lay.ConfigDrive, lay.SectorSize, files); err != nil {
 		return api.Done{}, failStep("configdrive", err)
 	}
 	return api.Done{WrittenDigest: res.Digest, Disk: dev, Message: written}, nil
@@ -127,6 +127,10 @@ func adopt(plan api.ProvisionPlan, dev string, say func(string, ...any)) (api.Do
 		return api.Done{}, false, err
 	}
 	label, files, err := configdrive.Read(f, part.Start, part.Size)
+	bps := make([]byte, 2) // the volume's bytes per sector, to write it again alike
+	if _, rerr := f.ReadAt(bps, part.Start+11); rerr != nil {
+		bps = nil
+	}
 	_ = f.Close()
 	if err != nil {
 		return api.Done{}, false, fmt.Errorf("reading the configdrive %s: %w", label, err)
@@ -144,7 +148,11 @@ func adopt(plan api.ProvisionPlan, dev string, say func(string, ...any)) (api.Do
 		dev, rec.Host, rec.Provision, rec.Image)
 	if plan.ConfigDrive.Agent != "" {
 		files[api.AgentFile] = []byte(plan.ConfigDrive.Agent)
-		if err := writeConfigDrive(dev, part, files); err != nil {
+		sector := int64(512)
+		if len(bps) == 2 && int64(bps[0])|int64(bps[1])<<8 == 4096 {
+			sector = 4096
+		}
+		if err := writeConfigDrive(dev, part, sector, files); err != nil {
 			return api.Done{}, false, fmt.Errorf("writing the new host token: %w", err)
 		}
 	}
@@ -152,13 +160,17 @@ func adopt(plan api.ProvisionPlan, dev string, say func(string, ...any)) (api.Do
 		Message: "the disk already held this provisioning"}, true, nil
 }
 
-// writeConfigDrive writes files as the cidata file system of part, and syncs.
-func writeConfigDrive(dev string, part disk.Part, files configdrive.Files) error {
+// writeConfigDrive writes files as the cidata file system of part, with the disk's logical
+// sector size (0 means 512), and syncs.
+func writeConfigDrive(dev string, part disk.Part, sectorSize int64, files configdrive.Files) error {
+	if sectorSize <= 0 {
+		sectorSize = 512
+	}
 	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
-	if err := configdrive.Write(f, part.Start, part.Size, "cidata", files, time.Now()); err != nil {
+	if err := configdrive.WriteSectors(f, part.Start, part.Size, sectorSize, configdrive.Label, files, time.Now()); err != nil {
 		_ = f.Close()
 		return err
 	}

@@ -25,7 +25,6 @@ func defaultClient() *http.Client {
 		ResponseHeaderTimeout: 30 * time.Second,
 		IdleConnTimeout:       90 * time.Second,
 		DisableCompression:    true, // the blob's digest is over its bytes as served
-		ReadBufferSize:        256 << 10,
 		ForceAttemptHTTP2:     true,
 	}}
 }

@@ -33,7 +33,9 @@ func (w *writer) run(ctx context.Context) (Result, error) {
 		br.hash = sha256.New()
 	}
 	defer br.closeBody()
-	in := bufio.NewReaderSize(br, 256<<10)
+	// A small buffer, for the magic number and zstd's block headers: reads as large as it go
+	// straight to the connection, saving a copy of the blob.
+	in := bufio.NewReaderSize(br, 4096)
 
 	// The first bytes say the format, and whether the image can be checked at all, before
 	// anything is written.

@@ -49,6 +49,9 @@ type Options struct {
 	VolumeLabel string
 	// CairnBinary is the cairn executable the appliance runs; empty means this process's.
 	CairnBinary string
+	// AgentBinary is the static cairn-agent [agent] carries when build.toml's agent.binary does
+	// not name one; empty means cairn-agent beside CairnBinary (or this executable).
+	AgentBinary string
 	// Log receives the output of the tools that build the base and master the ISO.
 	Log io.Writer
 }
@@ -59,6 +62,7 @@ type Result struct {
 	Lock  *Lock
 	Index *airgap.Index // nil for a plan
 	ISO   *iso.Result   // when Options.ISO was set
+	Agent *AgentReport  // when build.toml has [agent] and the store was written
 
 	BlobsFetched int64 // registry blobs downloaded
 	BlobBytes    int64
@@ -109,12 +113,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	f := &fetcher{cache: cache, pwd: filepath.Dir(o.Config), attempts: positiveOr(o.Attempts, 3)}
+	var agent string
+	if cfg.Agent != nil {
+		if agent, err = agentBinary(cfg, o); err != nil {
+			return nil, err
+		}
+	}
 
 	images, sources, err := resolveAll(ctx, cfg, lock, o.Locked, reg, f, jobs)
 	if err != nil {
 		return nil, err
 	}
-	plan := makePlan(images, sources, cache)
+	plan := makePlan(images, sources, cache, agentPlan(cfg, cache, agent))
 	if err := plan.check(o.Output, o.CacheDir); err != nil {
 		return &Result{Plan: plan}, err
 	}
@@ -140,7 +150,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return res, fmt.Errorf("writing %s: %w", lockPath, err)
 		}
 	}
-	res.Index, err = write(ctx, o, cfg, key, images, sources, f)
+	res.Index, res.Agent, err = write(ctx, o, cfg, key, images, sources, f, agent)
 	res.BlobsFetched, res.BlobBytes, res.BlobsCached = counters.BlobsFetched.Load(), counters.BlobBytes.Load(), counters.BlobsCached.Load()
 	if err != nil || o.ISO == "" {
 		return res, err
@@ -274,6 +284,7 @@ func resolveAll(ctx context.Context, cfg *Config, lock *Lock, locked bool, reg *
 	for _, fl := range cfg.Files {
 		sources = append(sources, source{Kind: "file", Name: fl.Name, Source: fl.Source, SHA256: fl.SHA256})
 	}
+	sources = append(sources, agentSources(cfg)...)
 	for i := range sources {
 		s := &sources[i]
 		pin := lock.source(s.Kind, s.Name)
@@ -306,10 +317,12 @@ func sameSet(a, b []string) bool {
 // sourceRepo is where the store carries each kind of source.
 var sourceRepo = map[string]string{"os_image": "os/", "netboot": "netboot/", "file": "files/"}
 
-// makePlan adds up sizes, shared blobs once, and what the cache already holds.
-func makePlan(images []*image, sources []source, cache *Cache) *Plan {
+// makePlan adds up sizes, shared blobs once, and what the cache already holds. made are the
+// artifacts the build makes itself (the agent's), sized as far as they can be beforehand.
+func makePlan(images []*image, sources []source, cache *Cache, made []PlannedArtifact) *Plan {
 	p := &Plan{}
 	unique := map[string]int64{}
+	inputs := map[string]int64{} // sources read to make artifacts, not stored: sha256 -> size
 	for _, im := range images {
 		a := PlannedArtifact{Kind: "image", Name: im.label(), Ref: im.storeName, Size: im.size()}
 		for _, pl := range im.platforms {
@@ -329,6 +342,25 @@ func makePlan(images []*image, sources []source, cache *Cache) *Plan {
 		if cache.Has(s.SHA256) {
 			a.Cached = max(s.Size, 0)
 		}
+		if n, ok := cache.convertedSize(s.SHA256); ok && s.Kind == "os_image" {
+			// A qcow2 image converted before: the store carries the conversion, and nothing
+			// is fetched.
+			a.Size, a.Cached = n, n
+			unique["converted:"+s.SHA256] = n
+			p.Total += n
+			p.Artifacts = append(p.Artifacts, a)
+			continue
+		}
+		if s.Kind == kindAgent {
+			a.Name, a.Ref, a.Input = s.label(), "", true
+			if s.Size < 0 {
+				p.Unknown++
+			} else if !cache.Has(s.SHA256) {
+				inputs[s.SHA256] = s.Size
+			}
+			p.Artifacts = append(p.Artifacts, a)
+			continue
+		}
 		if s.Size < 0 {
 			p.Unknown++
 		} else {
@@ -337,12 +369,24 @@ func makePlan(images []*image, sources []source, cache *Cache) *Plan {
 		}
 		p.Artifacts = append(p.Artifacts, a)
 	}
+	for _, a := range made {
+		if a.Size < 0 {
+			p.Unknown++
+		} else {
+			unique["made:"+a.Ref] = a.Size
+			p.Total += a.Size
+		}
+		p.Artifacts = append(p.Artifacts, a)
+	}
 	p.blobs = unique
 	for h, n := range unique {
 		p.Unique += n
-		if !cache.Has(h) {
+		if !cache.Has(h) && !strings.HasPrefix(h, "made:") && !strings.HasPrefix(h, "converted:") {
 			p.Fetch += n
 		}
+	}
+	for _, n := range inputs {
+		p.Fetch += n
 	}
 	return p
 }
@@ -367,14 +411,14 @@ func checkOutput(out string) error {
 
 // write fetches everything into the cache and writes the store beside Output, then moves it
 // into place. Nothing is left beside Output when it fails.
-func write(ctx context.Context, o Options, cfg *Config, key ed25519.PrivateKey, images []*image, sources []source, f *fetcher) (idx *airgap.Index, err error) {
+func write(ctx context.Context, o Options, cfg *Config, key ed25519.PrivateKey, images []*image, sources []source, f *fetcher, agent string) (idx *airgap.Index, rep *AgentReport, err error) {
 	parent := filepath.Dir(filepath.Clean(o.Output))
 	if err := os.MkdirAll(parent, 0o755); err != nil { //nolint:gosec // the store is meant to be read by everyone
-		return nil, fmt.Errorf("creating %s: %w", parent, err)
+		return nil, nil, fmt.Errorf("creating %s: %w", parent, err)
 	}
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(o.Output)+".cairn-build-")
 	if err != nil {
-		return nil, fmt.Errorf("creating the store beside %s: %w", o.Output, err)
+		return nil, nil, fmt.Errorf("creating the store beside %s: %w", o.Output, err)
 	}
 	defer func() {
 		if err != nil {
@@ -384,7 +428,7 @@ func write(ctx context.Context, o Options, cfg *Config, key ed25519.PrivateKey, 
 	storeDir := filepath.Join(tmp, "store")
 	store, err := airgap.Create(ctx, airgap.StoreConfig{Dir: storeDir, Created: o.Created, Concurrency: runtime.GOMAXPROCS(0) * 2, LinkFrom: f.cache.linkFrom})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var prog progress = nopProgress{}
 	if o.Progress != nil {
@@ -400,7 +444,12 @@ func write(ctx context.Context, o Options, cfg *Config, key ed25519.PrivateKey, 
 			return err
 		})
 	}
+	var agentSrcs []source
 	for _, s := range sources {
+		if s.Kind == kindAgent {
+			agentSrcs = append(agentSrcs, s)
+			continue
+		}
 		g.Go(func() error {
 			t := prog.track(s.label(), s.Size)
 			ff := *f
@@ -410,27 +459,34 @@ func write(ctx context.Context, o Options, cfg *Config, key ed25519.PrivateKey, 
 			return err
 		})
 	}
+	if cfg.Agent != nil {
+		g.Go(func() error {
+			var err error
+			rep, err = addAgent(gctx, store, cfg, o.Created, agent, tmp, agentSrcs, f, prog)
+			return err
+		})
+	}
 	err = g.Wait()
 	prog.wait()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if idx, err = store.Seal(ctx, key); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkUncompressed(cfg, idx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := os.Remove(o.Output); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("replacing the empty %s: %w", o.Output, err)
+		return nil, nil, fmt.Errorf("replacing the empty %s: %w", o.Output, err)
 	}
 	if err := os.Rename(storeDir, o.Output); err != nil {
-		return nil, fmt.Errorf("moving the store into place at %s: %w", o.Output, err)
+		return nil, nil, fmt.Errorf("moving the store into place at %s: %w", o.Output, err)
 	}
-	return idx, os.Remove(tmp)
+	return idx, rep, os.Remove(tmp)
 }
 
 func addImage(ctx context.Context, store *airgap.Store, im *image, add func(int64)) error {
@@ -450,20 +506,52 @@ func addImage(ctx context.Context, store *airgap.Store, im *image, add func(int6
 }
 
 func addSource(ctx context.Context, store *airgap.Store, cfg *Config, s source, f *fetcher) error {
+	if s.Kind == "os_image" {
+		return addOSImage(ctx, store, cfg, s, f)
+	}
 	path, err := f.fetch(ctx, s)
 	if err != nil {
 		return err
 	}
 	switch s.Kind {
-	case "os_image":
-		i := slices.IndexFunc(cfg.OSImages, func(o OSImage) bool { return o.Name == s.Name })
-		return store.AddOSImage(ctx, airgap.OSImage{Name: s.Name, Path: path, Format: airgap.OSFormat(cfg.OSImages[i].Format)})
 	case "netboot":
 		i := slices.IndexFunc(cfg.Netboot, func(n Netboot) bool { return n.Name == s.Name })
 		return store.AddNetboot(ctx, airgap.NetbootAsset{Name: s.Name, Path: path, Type: airgap.NetbootType(cfg.Netboot[i].Type)})
 	default:
 		return store.AddFile(ctx, airgap.File{Name: s.Name, Path: path})
 	}
+}
+
+// addOSImage adds an [[os_image]]. A qcow2 image (by format, or by its content) is carried as
+// raw+zstd, which the agent streams to disk as it comes: the build converts it once, and the
+// cache keeps the conversion by the source's sha256, so that a rebuild neither converts nor
+// fetches the source again.
+func addOSImage(ctx context.Context, store *airgap.Store, cfg *Config, s source, f *fetcher) error {
+	i := slices.IndexFunc(cfg.OSImages, func(o OSImage) bool { return o.Name == s.Name })
+	format := airgap.OSFormat(cfg.OSImages[i].Format)
+	if _, ok := f.cache.convertedSize(s.SHA256); ok && (format == "" || format == airgap.FormatQcow2) {
+		return store.AddOSImage(ctx, airgap.OSImage{Name: s.Name, Path: f.cache.convertedPath(s.SHA256), Format: airgap.FormatRawZstd})
+	}
+	path, err := f.fetch(ctx, s)
+	if err != nil {
+		return err
+	}
+	if format == "" || format == airgap.FormatQcow2 {
+		qcow, err := isQcow2(path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.label(), err)
+		}
+		if format == airgap.FormatQcow2 && !qcow {
+			return fmt.Errorf("%s from %s: format is qcow2, but the file does not start as a qcow2 image does; fix format in build.toml, or the source", s.label(), s.Source)
+		}
+		if qcow {
+			if path, err = f.convertQcow2(ctx, s, path); err != nil {
+				return err
+			}
+			format = airgap.FormatRawZstd
+		}
+	}
+	return store.AddOSImage(ctx, airgap.OSImage{Name: s.Name, Path: path, Format: format})
 }
 
 // checkUncompressed compares the uncompressed digests the store measured with build.toml's.

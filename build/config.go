@@ -12,6 +12,7 @@ import (
 	"github.com/distribution/reference"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/cairn-appliance/cairn/agent/initramfs"
 	"github.com/cairn-appliance/cairn/site/tomlpos"
 )
 
@@ -29,6 +30,24 @@ type Config struct {
 	Files      []File      `toml:"file" doc:"Any other files to carry."`
 	Site       SiteSeed    `toml:"site" doc:"The site directory shipped with the appliance."`
 	Signing    Signing     `toml:"signing" required:"true" doc:"How the bundle index is signed."`
+	Agent      *Agent      `toml:"agent" doc:"The netboot agent: the build writes its kernel and initramfs from Debian's kernel package."`
+
+	doc *tomlpos.Document // where each key is, for the problems found after loading
+}
+
+// Agent is the [agent] table: with it the build writes the netboot agent's kernel (vmlinuz),
+// its initramfs (cairn-agent.initramfs) and the agent binary (cairn-agent) into the store.
+type Agent struct {
+	Kernel   Package   `toml:"kernel" required:"true" doc:"Debian's kernel package (linux-image-VERSION-amd64 .deb): vmlinuz and the modules come out of it."`
+	Binary   string    `toml:"binary" doc:"The static cairn-agent (relative to build.toml); default: cairn-agent beside the cairn executable."`
+	Modules  []string  `toml:"modules" doc:"Kernel modules to carry (with what they depend on), instead of the default list."`
+	Firmware []Package `toml:"firmware" doc:"Debian firmware packages (.deb) to take the modules' firmware from."`
+}
+
+// Package is a Debian package the build fetches: a source and its sha256.
+type Package struct {
+	Source string `toml:"source" required:"true" doc:"go-getter URL or path (relative to build.toml) of the .deb."`
+	SHA256 string `toml:"sha256" required:"true" pattern:"^[0-9a-f]{64}$" doc:"SHA-256 of the .deb."`
 }
 
 // Appliance is the [appliance] table.
@@ -80,6 +99,7 @@ type Signing struct {
 
 var patternText = map[string]string{
 	`^[a-z0-9][a-z0-9._-]*$`: "a name of lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
+	moduleNamePattern:        "a module name of lowercase letters, digits, '_' and '-', such as \"mlx5_core\"",
 	`^[0-9a-f]{64}$`:         "64 lowercase hexadecimal digits (sha256sum prints them)",
 }
 
@@ -101,7 +121,7 @@ func LoadConfig(path string) (*Config, error) {
 	if perr != nil {
 		return nil, tomlpos.Errors{perr}
 	}
-	c := &Config{Path: path}
+	c := &Config{Path: path, doc: doc}
 	errs := decoder.Decode(doc, c, "build file")
 	errs = append(errs, c.check(doc)...)
 	if len(errs) > 0 {
@@ -163,7 +183,65 @@ func (c *Config) check(doc *tomlpos.Document) tomlpos.Errors {
 	if c.Appliance.SHA256 != "" && c.Appliance.Base == "" {
 		add("appliance.sha256", "sha256 without base", "set appliance.base, or remove appliance.sha256")
 	}
+	errs = append(errs, c.checkAgent(doc)...)
 	return errs
+}
+
+// moduleNamePattern is what a kernel module's name looks like.
+const moduleNamePattern = `^[a-z0-9][a-z0-9_-]*$`
+
+// checkAgent checks the [agent] table: module names, the binary when named, and that no
+// [[netboot]] or [[file]] takes the names of the artifacts the agent makes.
+func (c *Config) checkAgent(doc *tomlpos.Document) tomlpos.Errors {
+	a := c.Agent
+	if a == nil {
+		return nil
+	}
+	var errs tomlpos.Errors
+	add := func(path, msg, hint string) { errs = append(errs, doc.ErrAt(path, false, msg, hint)) }
+	for i, m := range a.Modules {
+		p := tomlpos.Elem("agent.modules", i)
+		switch {
+		case m == "": // the decoder says so
+		case !matchModuleName(m):
+			add(p, fmt.Sprintf("expected %s, got %q", patternText[moduleNamePattern], m), "write the module's name as lsmod or modinfo print it, without .ko")
+		case slices.IndexFunc(a.Modules, func(o string) bool { return sameModule(o, m) }) < i:
+			add(p, fmt.Sprintf("module %s is listed twice", m), "remove one")
+		}
+	}
+	if a.Binary != "" {
+		if info, err := os.Stat(c.Resolve(a.Binary)); err != nil || !info.Mode().IsRegular() {
+			add("agent.binary", fmt.Sprintf("no agent binary at %s", c.Resolve(a.Binary)), "build it with make build (bin/cairn-agent), or remove agent.binary to take the cairn-agent beside cairn")
+		}
+	}
+	for i, n := range c.Netboot {
+		if n.Name == initramfs.KernelArtifact || n.Name == initramfs.InitramfsArtifact {
+			add(tomlpos.Elem("netboot", i)+".name", fmt.Sprintf("netboot %q is the name of what [agent] makes", n.Name), "rename this asset, or remove [agent] to carry your own kernel and initramfs")
+		}
+	}
+	for i, f := range c.Files {
+		if f.Name == initramfs.AgentArtifact {
+			add(tomlpos.Elem("file", i)+".name", fmt.Sprintf("file %q is the name of the agent binary [agent] carries", f.Name), "rename this file")
+		}
+	}
+	return errs
+}
+
+var moduleNameRe = regexp.MustCompile(moduleNamePattern)
+
+func matchModuleName(s string) bool { return moduleNameRe.MatchString(s) }
+
+// sameModule reports whether two module names are one: "-" and "_" are the same to modprobe.
+func sameModule(a, b string) bool {
+	return strings.ReplaceAll(a, "-", "_") == strings.ReplaceAll(b, "-", "_")
+}
+
+// errAt is a problem at a key of build.toml, positioned as the loader's are.
+func (c *Config) errAt(path, msg, hint string) error {
+	if c.doc == nil {
+		return fmt.Errorf("%s: %s: %s; %s", c.Path, path, msg, hint)
+	}
+	return tomlpos.Errors{c.doc.ErrAt(path, false, msg, hint)}
 }
 
 func namesOf[T OSImage | Netboot | File](items []T) []string {

@@ -22,16 +22,24 @@ import (
 // pins.
 var ErrChecksum = errors.New("build: checksum mismatch")
 
-// source is one file build.toml names: an OS image, a netboot asset or a file.
+// source is one file build.toml names: an OS image, a netboot asset, a file, or a package
+// [agent] makes the agent from.
 type source struct {
-	Kind   string // os_image, netboot, file
+	Kind   string // os_image, netboot, file, agent
 	Name   string
 	Source string // as written in build.toml
 	SHA256 string
 	Size   int64 // -1 while unknown
 }
 
-func (s source) label() string { return s.Kind + " " + s.Name }
+// label names the source in messages: "os_image debian-12", or the key of [agent]:
+// "agent.kernel".
+func (s source) label() string {
+	if s.Kind == kindAgent {
+		return s.Kind + "." + s.Name
+	}
+	return s.Kind + " " + s.Name
+}
 
 // fetcher fetches sources into the cache through go-getter (http, https, file, git, …).
 type fetcher struct {

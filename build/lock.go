@@ -41,10 +41,11 @@ type LockedPlatform struct {
 	Size     int64  `toml:"size" doc:"Bytes of its manifest, config and layers."`
 }
 
-// LockedSource pins one [[os_image]], [[netboot]] or [[file]].
+// LockedSource pins one [[os_image]], [[netboot]] or [[file]], or a package of [agent]
+// (kind agent, name kernel or firmware[N]).
 type LockedSource struct {
-	Kind   string `toml:"kind" required:"true" enum:"os_image|netboot|file" doc:"Which table of build.toml."`
-	Name   string `toml:"name" required:"true" doc:"Its name."`
+	Kind   string `toml:"kind" required:"true" enum:"os_image|netboot|file|agent" doc:"Which table of build.toml."`
+	Name   string `toml:"name" required:"true" doc:"Its name; for [agent], the key: kernel, firmware[0]."`
 	Source string `toml:"source" required:"true" doc:"Its source as build.toml writes it."`
 	SHA256 string `toml:"sha256" required:"true" doc:"SHA-256 of the file."`
 	Size   int64  `toml:"size" doc:"Its size in bytes."`

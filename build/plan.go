@@ -21,7 +21,7 @@ type Plan struct {
 	Total     int64 // bytes of every artifact, shared blobs counted each time
 	Unique    int64 // bytes once shared blobs are stored once: what the store holds
 	Fetch     int64 // bytes not yet in the cache: what the build downloads
-	Unknown   int   // artifacts whose size could not be known in advance
+	Unknown   int   // artifacts (and inputs) whose size could not be known in advance
 
 	blobs map[string]int64 // sha256 (hex) -> size of every distinct blob planned
 
@@ -36,6 +36,9 @@ type PlannedArtifact struct {
 	Platforms []string
 	Size      int64 // -1: unknown until fetched
 	Cached    int64 // bytes of it already in the cache
+	// Input marks what the build fetches to make artifacts from (the packages of [agent]):
+	// it goes into the cache, not into the store.
+	Input bool
 }
 
 // Space is the free space of the filesystem a path lies on, and what the build needs there.
@@ -99,7 +102,13 @@ func (p *Plan) check(output, cache string) error {
 func (p *Plan) Print(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "KIND\tNAME\tPLATFORMS\tSIZE\tCACHED\t")
+	stored, inputs := 0, 0
 	for _, a := range p.Artifacts {
+		if a.Input {
+			inputs++
+		} else {
+			stored++
+		}
 		plat := "-"
 		if len(a.Platforms) > 0 {
 			plat = strings.Join(a.Platforms, ",")
@@ -108,16 +117,23 @@ func (p *Plan) Print(w io.Writer) error {
 		if a.Size >= 0 {
 			size = FormatBytes(a.Size)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", a.Kind, a.Name, plat, size, FormatBytes(a.Cached))
+		kind := a.Kind
+		if a.Input {
+			kind += " (input)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", kind, a.Name, plat, size, FormatBytes(a.Cached))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	saved := p.Total - p.Unique
 	fmt.Fprintf(w, "\n%d artifacts: %s, %s once shared blobs are stored once (%s saved); %s to download\n",
-		len(p.Artifacts), FormatBytes(p.Total), FormatBytes(p.Unique), FormatBytes(saved), FormatBytes(p.Fetch))
+		stored, FormatBytes(p.Total), FormatBytes(p.Unique), FormatBytes(saved), FormatBytes(p.Fetch))
+	if inputs > 0 {
+		fmt.Fprintf(w, "%d input(s) to make artifacts from: kept in the cache, not stored\n", inputs)
+	}
 	if p.Unknown > 0 {
-		fmt.Fprintf(w, "%d artifact(s) of unknown size are not counted: they are sized when fetched\n", p.Unknown)
+		fmt.Fprintf(w, "%d of unknown size are not counted: they are sized when fetched or made\n", p.Unknown)
 	}
 	if p.Output.Path != "" {
 		fmt.Fprintf(w, "free space: %s at %s (needs %s), %s at %s (needs %s)\n",

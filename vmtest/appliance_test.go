@@ -107,12 +107,15 @@ func makeFixture() (*fixture, error) {
 	fmt.Fprintf(os.Stderr, "vmtest: appliance base %s (%s)\n", f.base, time.Since(start).Round(time.Second))
 	SetProbeKernel(filepath.Join(f.base, appliance.KernelFile))
 
-	// The cairn binary, in a layer of its own.
+	// The cairn binary, in a layer of its own, and beside it the static cairn-agent, which the
+	// example build's [agent] carries.
 	bin := filepath.Join(work, "cairn")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/cairn-appliance/cairn/cmd/cairn")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building cairn for the appliance: %w\n%s", err, out)
+	for _, pkg := range []string{"cmd/cairn", "cmd/cairn-agent"} {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(work, filepath.Base(pkg)), "github.com/cairn-appliance/cairn/"+pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building %s for the appliance: %w\n%s", filepath.Base(pkg), err, out)
+		}
 	}
 	f.bin = bin
 	if f.key, _, err = airgap.GenerateKey(); err != nil {
@@ -200,8 +203,8 @@ func bootAndPull(t *testing.T, fw Firmware, media Media) {
 	vm.Start()
 	line := vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
 	t.Logf("%s from a %s: cairn.service ready %s after power-on", fw, media, vm.Uptime().Round(time.Second))
-	if !strings.Contains(line, "artifacts=7") || !strings.Contains(line, "/cairn/store") {
-		t.Errorf("ready line %q: want it to serve the 7 artifacts of the medium's /cairn/store", line)
+	if !strings.Contains(line, "artifacts=10") || !strings.Contains(line, "/cairn/store") {
+		t.Errorf("ready line %q: want it to serve the 10 artifacts of the medium's /cairn/store", line)
 	}
 	addr := vm.Addr(5000)
 

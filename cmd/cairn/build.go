@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairn-appliance/cairn/agent/initramfs"
 	"github.com/cairn-appliance/cairn/airgap"
 	"github.com/cairn-appliance/cairn/build"
 	"github.com/cairn-appliance/cairn/site/tomlpos"
@@ -67,6 +69,13 @@ resumes them. SOURCE_DATE_EPOCH makes the store reproducible.`,
 			t := res.Index.Totals
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d artifacts, %d blobs, %s stored (%s before de-duplication); downloaded %d blobs (%s), %d from the cache\n",
 				o.Output, t.Artifacts, t.Blobs, build.FormatBytes(t.StoredBytes), build.FormatBytes(t.Bytes), res.BlobsFetched, build.FormatBytes(res.BlobBytes), res.BlobsCached)
+			if a := res.Agent; a != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "agent: kernel %s, %d modules, %d firmware file(s); %s %s (gzip), made in %s\n",
+					a.KernelVersion, len(a.Modules), len(a.Firmware), initramfs.InitramfsArtifact, build.FormatBytes(a.InitramfsSize), a.Took.Round(time.Millisecond))
+				for _, n := range a.Notes() {
+					fmt.Fprintln(cmd.OutOrStdout(), "note: "+n)
+				}
+			}
 			if res.ISO != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %s, sha256 %s\n", res.ISO.Path, build.FormatBytes(res.ISO.Size), res.ISO.SHA256)
 			}
@@ -83,6 +92,7 @@ resumes them. SOURCE_DATE_EPOCH makes the store reproducible.`,
 	f.StringVar(&o.ISO, "iso", "", "also master a bootable hybrid ISO (DVD or dd to USB) of the appliance and the store at this path")
 	f.StringVar(&o.VolumeLabel, "label", "", "the ISO's volume label (A-Z, 0-9, _; default CAIRN)")
 	f.StringVar(&o.CairnBinary, "cairn-binary", "", "the cairn executable the appliance runs (default: this one)")
+	f.StringVar(&o.AgentBinary, "agent-binary", "", "the static cairn-agent [agent] carries when build.toml's agent.binary names none (default: cairn-agent beside cairn)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show the output of the tools that build the appliance base and master the ISO")
 	return cmd
 }

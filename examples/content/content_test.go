@@ -4,9 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -98,6 +101,67 @@ func TestServe(t *testing.T) {
 		if err != nil || resp.StatusCode != http.StatusOK || SHA256(body) != b.SHA256 {
 			t.Errorf("GET %s%s: %s, %d bytes of sha256 %s, %v; want %s", IPXEPath, b.Name, resp.Status, len(body), SHA256(body), err, b.SHA256)
 		}
+	}
+
+	// The kernel package, whole and in part, as cairn build resumes a download.
+	resp, err := http.Get("http://" + Addr + DebianPath + path.Base(KernelPackage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || n != KernelPackageSize || hex.EncodeToString(h.Sum(nil)) != KernelPackageSHA256 {
+		t.Errorf("GET %s%s: %s, %d bytes of sha256 %x, %v", DebianPath, path.Base(KernelPackage), resp.Status, n, h.Sum(nil), err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+Addr+DebianPath+path.Base(KernelPackage), nil)
+	req.Header.Set("Range", "bytes=0-7")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || string(head) != "!<arch>\n" {
+		t.Errorf("a Range GET of the kernel package: %s, %q", resp.Status, head)
+	}
+	if resp, err := http.Get("http://" + Addr + DebianPath + "other.deb"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET of a package not served: %v, %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+}
+
+// TestKernelPackage keeps the kernel's pins in step: examples/build.toml's [agent] takes
+// trixie's kernel package from Serve with the sha256 KernelPackageSHA256, and the package (in
+// the cache, or fetched) is that kernel's.
+func TestKernelPackage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fetches trixie's kernel package (108 MB) from the Debian mirror unless it is cached")
+	}
+	p, err := Kernel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, n, err := fileSHA256(p); err != nil || got != KernelPackageSHA256 || n != KernelPackageSize {
+		t.Errorf("%s: sha256 %s, %d bytes, %v", p, got, n, err)
+	}
+	if !strings.Contains(path.Base(KernelPackage), "linux-image-"+KernelVersion+"_") {
+		t.Errorf("KernelPackage %s is not of kernel %s", KernelPackage, KernelVersion)
+	}
+	cfg, err := build.LoadConfig("../build.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Agent == nil {
+		t.Fatal("examples/build.toml has no [agent]")
+	}
+	want := "http://" + Addr + DebianPath + path.Base(KernelPackage)
+	if k := cfg.Agent.Kernel; k.Source != want || k.SHA256 != KernelPackageSHA256 {
+		t.Errorf("examples/build.toml's agent.kernel: %s, %s; want %s, %s", k.Source, k.SHA256, want, KernelPackageSHA256)
+	}
+	if len(cfg.Agent.Firmware) != 0 || cfg.Agent.Binary != "" {
+		t.Errorf("examples/build.toml's [agent] names firmware %v or a binary %q: its hosts are VMs, and the agent is the one make build writes", cfg.Agent.Firmware, cfg.Agent.Binary)
 	}
 }
 

@@ -247,3 +247,11 @@ func Sample(version string) Kernel {
 		Builtin: []string{"kernel/drivers/virtio/virtio_pci.ko", "kernel/drivers/char/hw_random/rng-core.ko"},
 	}
 }
+
+// Executable returns a minimal static x86-64 ELF executable, with content in its .modinfo
+// section so that two differ: it stands in for cairn-agent where nothing runs it.
+func Executable(content string) []byte {
+	b := ELF(content)
+	b[16] = 2 // e_type: ET_EXEC
+	return b
+}

@@ -12,6 +12,7 @@ packages=(
   xorriso isolinux syslinux-common         # ISO mastering, BIOS boot (build/iso)
   grub-efi-amd64-bin grub-common dosfstools mtools  # UEFI boot: GRUB and its EFI partition image
   qemu-system-x86 ovmf                     # the VM tier (make vmtest): TCG, SeaBIOS and OVMF
+  qemu-utils kmod                          # qemu-img makes the qcow2 images of the build tests; depmod checks the agent's module order
   e2fsprogs util-linux fdisk mount         # the appliance's data disk: mkfs.ext4, wipefs, sfdisk, loop mounts in tests
   chromium                                 # the status page test renders the page in a real browser
   curl tftp-hpa atftp                      # independent TFTP clients in the daemon/tftp tests; curl is also in bench/imagewrite's anchor

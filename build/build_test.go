@@ -636,6 +636,7 @@ sha256 = "` + strings.Repeat("a", 64) + `"
 func FuzzLoadConfig(f *testing.F) {
 	f.Add("[signing]\nkey = \"k\"\n[[container]]\nref = \"nginx:1\"\nplatforms = [\"linux/amd64\"]\n")
 	f.Add("[[os_image]]\nname=\"a\"\nsource=\"b\"\nsha256=\"c\"\n[appliance]\nbase=\"x\"\nsha256=1\n")
+	f.Add("[agent]\nkernel = { source = \"k.deb\", sha256 = \"x\" }\nmodules = [\"nvme\", 1, \"\"]\nfirmware = [{ source = 2 }]\nbinary = \"b\"\n")
 	dir := f.TempDir()
 	p := filepath.Join(dir, "build.toml")
 	f.Fuzz(func(t *testing.T, src string) {

@@ -249,3 +249,27 @@ func TestAgentNamesStayPut(t *testing.T) {
 		t.Errorf("artifact names changed: %q %q %q", KernelArtifact, InitramfsArtifact, AgentArtifact)
 	}
 }
+
+// FuzzPackage reads anything as a kernel package and a module: errors, never a panic.
+func FuzzPackage(f *testing.F) {
+	f.Add(initramfstest.Deb(f, initramfstest.Sample("6.1-f").Files(f)[:3], false), initramfstest.ELF("depends=a,b", "softdep=pre: c post:", "firmware=x"))
+	f.Add([]byte("!<arch>\ndata.tar.xz     0           0     0     100644  99999999  `\n"), []byte("\x7fELF\x02\x01\x01"))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, deb, module []byte) {
+		p := filepath.Join(dir, "k.deb")
+		if err := os.WriteFile(p, deb, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, "k")
+		if k, err := UnpackKernel(context.Background(), p, out); err == nil {
+			_, _ = k.Resolve([]string{"a"}, true)
+		}
+		_ = os.RemoveAll(out)
+		_, _, _ = FirmwareFromDebs(context.Background(), []string{p}, []string{"x", "y/z"})
+		m := filepath.Join(dir, "m.ko")
+		if err := os.WriteFile(m, module, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = ReadModInfo(m)
+	})
+}

@@ -53,6 +53,10 @@ func TestBoot(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
+	logs := os.Getenv("CAIRN_VMTEST_LOGS") // where the serial consoles go; the temp directory if unset
+	if logs == "" {
+		logs = dir
+	}
 	raw := filepath.Join(dir, "disk.raw")
 	start := time.Now()
 	if err := decompress(info, raw); err != nil {
@@ -87,10 +91,13 @@ func TestBoot(t *testing.T) {
 					"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd",
 					"-drive", "if=pflash,format=raw,file="+vars)
 			}
-			b := boot(t, filepath.Join(dir, fw+".serial"), args, hostname)
+			b := boot(t, filepath.Join(logs, "hostimage-"+fw+".serial"), args, hostname)
 			t.Logf("%s: firmware to %q in %s; cloud-init done at %s", fw, hostname+" login:", b.login.Round(time.Second), b.done.Round(time.Second))
 			if b.rootSize < overlaySize*9/10 {
 				t.Errorf("%s: the root file system is %d bytes, want it grown to nearly the disk's %d", fw, b.rootSize, overlaySize)
+			}
+			if !b.leased {
+				t.Errorf("%s: the console shows no interface with QEMU's DHCP address %s: cloud-init's network for systemd-networkd did not come up", fw, guestAddr)
 			}
 			keys[fw] = b.hostKey
 		})
@@ -105,10 +112,14 @@ type booted struct {
 	login, done time.Duration // from QEMU's start to the login prompt, and to cloud-init's end
 	rootSize    int64         // the root file system's size, as the seed's runcmd printed it
 	hostKey     string        // the ed25519 host key cloud-init printed
+	leased      bool          // cloud-init listed an interface with QEMU's DHCP address
 }
 
+// guestAddr is the address QEMU's user network leases to the guest.
+const guestAddr = "10.0.2.15"
+
 var (
-	rootSizeLine = regexp.MustCompile(`CAIRN-ROOT-SIZE (\d+)`)
+	rootSizeLine = regexp.MustCompile(`CAIRN-ROOT-SIZE (\d+)\r?\n`)
 	hostKeyLine  = regexp.MustCompile(`(?s)-----BEGIN SSH HOST KEY KEYS-----.*?ssh-ed25519 (\S+)`)
 	doneLine     = regexp.MustCompile(`Cloud-init v\. \S+ finished at`)
 )
@@ -157,6 +168,9 @@ func boot(t *testing.T, logPath string, args []string, hostname string) booted {
 		}
 		if m := rootSizeLine.FindSubmatch(seen.Bytes()); m != nil && b.rootSize == 0 {
 			b.rootSize, _ = strconv.ParseInt(string(m[1]), 10, 64)
+		}
+		if !b.leased && bytes.Contains(seen.Bytes(), []byte("| "+guestAddr+" ")) {
+			b.leased = true
 		}
 		if m := hostKeyLine.FindSubmatch(seen.Bytes()); m != nil && b.hostKey == "" {
 			b.hostKey = string(m[1])

@@ -191,6 +191,9 @@ func Write(ctx context.Context, src Source, target string, opts Options) (Result
 		w.written.Store(0)
 	}
 	stop()
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("writing image %s to %s: stopped after %d bytes: %w", src.Name, target, w.written.Load(), err)
+	}
 	if err != nil {
 		return Result{}, err
 	}

@@ -651,3 +651,29 @@ func TestTmpfs(t *testing.T) {
 		t.Errorf("the target holds %s, want %s", got, digest(img))
 	}
 }
+
+// TestZeroTail: an image that ends in a run of zeros of no whole number of blocks reads back
+// exact, from a file (a hole, then the size set) and from a device that held other bytes.
+func TestZeroTail(t *testing.T) {
+	img := append(makeImage(1<<20, 0, 3), make([]byte, 300<<10+123)...)
+	blob := compress(api.FormatRawZstd, img)
+	targets := map[string]string{"file": filepath.Join(t.TempDir(), "disk.img")}
+	if dev := loopDeviceIfRoot(t, 4<<20); dev != "" {
+		targets["device"] = dev
+	}
+	for name, target := range targets {
+		t.Run(name, func(t *testing.T) {
+			src := Source{URL: serve(t, &server{blob: blob}), Name: "test", UncompressedDigest: digest(img), UncompressedSize: int64(len(img))}
+			res, err := Write(context.Background(), src, target, fastOptions(t))
+			if err != nil {
+				t.Fatalf("Write: %v", err)
+			}
+			if got := fileDigest(t, target, int64(len(img))); got != digest(img) {
+				t.Errorf("the target holds %s, want %s", got, digest(img))
+			}
+			if res.Zero != 300<<10 {
+				t.Errorf("Write skipped %d zero bytes, want the 300 KiB of whole blocks", res.Zero)
+			}
+		})
+	}
+}

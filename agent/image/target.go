@@ -79,6 +79,7 @@ func (t *target) prepare(head int64) error {
 		if err := t.zero(0, head); err != nil {
 			return err
 		}
+		t.touched = false // zeroing the head is no part of the image: starting over stays free
 		if err := t.f.Sync(); err != nil {
 			return fmt.Errorf("syncing %s: %w", t.path, err)
 		}
@@ -103,9 +104,11 @@ func (t *target) write(p []byte, off int64) (int64, error) {
 		for j < len(p) && isZero(p[j:min(j+align, len(p))]) {
 			j += align
 		}
-		j = min(j, len(p))
+		// The run ends at the last whole block: an unaligned tail is written as data, so
+		// that every zeroed range suits BLKZEROOUT and O_DIRECT.
+		j = min(j, i+(len(p)-i)&^(align-1))
 		if j-i < minZeroRun {
-			i = j
+			i = max(j, i+align)
 			continue
 		}
 		if err := t.writeData(p[data:i], off+int64(data)); err != nil {

@@ -122,6 +122,7 @@ var (
 	rootSizeLine = regexp.MustCompile(`CAIRN-ROOT-SIZE (\d+)\r?\n`)
 	hostKeyLine  = regexp.MustCompile(`(?s)-----BEGIN SSH HOST KEY KEYS-----.*?ssh-ed25519 (\S+)`)
 	doneLine     = regexp.MustCompile(`Cloud-init v\. \S+ finished at`)
+	leaseLine    = regexp.MustCompile(`ci-info: \| +\S+ +\| True \| +` + regexp.QuoteMeta(guestAddr) + ` +\|`) // cloud-init's "Net device info"
 )
 
 // boot runs QEMU with args until its serial console has shown the login prompt for hostname,
@@ -169,7 +170,7 @@ func boot(t *testing.T, logPath string, args []string, hostname string) booted {
 		if m := rootSizeLine.FindSubmatch(seen.Bytes()); m != nil && b.rootSize == 0 {
 			b.rootSize, _ = strconv.ParseInt(string(m[1]), 10, 64)
 		}
-		if !b.leased && bytes.Contains(seen.Bytes(), []byte("| "+guestAddr+" ")) {
+		if !b.leased && leaseLine.Match(seen.Bytes()) {
 			b.leased = true
 		}
 		if m := hostKeyLine.FindSubmatch(seen.Bytes()); m != nil && b.hostKey == "" {

@@ -18,8 +18,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	getter "github.com/hashicorp/go-getter/v2"
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
 
+	agentapi "github.com/cairn-appliance/cairn/agent/api"
 	"github.com/cairn-appliance/cairn/airgap"
 	"github.com/cairn-appliance/cairn/appliance"
 	"github.com/cairn-appliance/cairn/build/iso"
@@ -551,7 +553,29 @@ func addOSImage(ctx context.Context, store *airgap.Store, cfg *Config, s source,
 			format = airgap.FormatRawZstd
 		}
 	}
+	if err := checkZstdWindow(path); err != nil {
+		return fmt.Errorf("%s from %s: %w", s.label(), s.Source, err)
+	}
 	return store.AddOSImage(ctx, airgap.OSImage{Name: s.Name, Path: path, Format: format})
+}
+
+// checkZstdWindow refuses a zstd image whose window is larger than the netboot agent decodes
+// (agent/api.MaxZstdWindow): the agent would refuse it on every host, after the build and the
+// medium were made. Other formats pass.
+func checkZstdWindow(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b := make([]byte, zstd.HeaderMaxSize)
+	n, _ := io.ReadFull(f, b)
+	var h zstd.Header
+	if h.Decode(b[:n]) != nil || h.WindowSize <= agentapi.MaxZstdWindow {
+		return nil // not zstd (or a skippable frame first), or a window the agent takes
+	}
+	return fmt.Errorf("its zstd window is %s, larger than the %s the netboot agent decodes with bounded memory; compress it again without --long or --ultra (zstd -T0 -12 IMAGE keeps the window at most 8 MiB)",
+		FormatBytes(int64(h.WindowSize)), FormatBytes(agentapi.MaxZstdWindow)) //nolint:gosec // a window size
 }
 
 // checkUncompressed compares the uncompressed digests the store measured with build.toml's.

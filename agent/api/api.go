@@ -131,6 +131,10 @@ const (
 	FormatQcow2   ImageFormat = "qcow2"
 )
 
+// MaxZstdWindow is the largest zstd window the agent decodes (its memory stays bounded
+// whatever the image's size); cairn build refuses a raw+zstd image with a larger one.
+const MaxZstdWindow = 64 << 20
+
 // ProvisionPlan is what the agent writes to the machine.
 //
 // Before it writes anything, the agent looks for a configdrive on the plan's disk: when its

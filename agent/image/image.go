@@ -145,7 +145,7 @@ const (
 	maxBackoff           = 30 * time.Second
 	defaultStall         = 30 * time.Second
 	defaultProgressEvery = 3 * time.Second
-	defaultMaxWindow     = 64 << 20
+	defaultMaxWindow     = api.MaxZstdWindow
 )
 
 // errStartOver says that the server answered a resume with the whole blob.

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/crc32"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cairn-appliance/cairn/agent/api"
 )
 
 // memDisk is a disk image in memory.
@@ -122,5 +125,12 @@ func TestRecipeKeyAndLayout(t *testing.T) {
 func TestCachedNotBuilt(t *testing.T) {
 	if _, err := Cached(t.TempDir()); err == nil || !strings.Contains(err.Error(), "make host-image") {
 		t.Errorf("Cached(empty dir) = %v, want ErrNotBuilt", err)
+	}
+}
+
+func TestZstdWindowFitsTheAgent(t *testing.T) {
+	log, err := strconv.Atoi(strings.TrimPrefix(zstdArgs[1], "--long="))
+	if err != nil || 1<<log > api.MaxZstdWindow || 2<<log <= api.MaxZstdWindow {
+		t.Errorf("zstdArgs[1] = %q; want --long=N with 2^N the largest power of two within agent/api.MaxZstdWindow (%d)", zstdArgs[1], api.MaxZstdWindow)
 	}
 }

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/cairn-appliance/cairn/agent/api"
 )
 
 // The boot test is opt-in, like the vmtest package's: QEMU under TCG takes minutes.
@@ -193,7 +195,7 @@ func decompress(info Info, dst string) error {
 		return err
 	}
 	defer in.Close()
-	dec, err := zstd.NewReader(in, zstd.WithDecoderMaxWindow(1<<27))
+	dec, err := zstd.NewReader(in, zstd.WithDecoderMaxWindow(api.MaxZstdWindow))
 	if err != nil {
 		return err
 	}

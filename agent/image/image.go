@@ -1,6 +1,6 @@
 // Package image writes an OS image onto a disk or into a file: the step of provisioning that
-// streams the image from the appliance's registry (decision 8). The netboot agent calls it
-// with its plan's image, and `cairn-agent image write` calls it by hand.
+// streams the image from the appliance's registry (decision 8). `cairn-agent image write`
+// calls it by hand; the netboot agent (package agent/netboot) does not call it yet.
 //
 // Write fetches the blob over HTTP(S) and, when the connection drops or stalls, resumes it
 // with a Range request from the last byte received, a bounded number of times with a doubling
@@ -9,10 +9,11 @@
 // digest is given) and what lands on the disk. Memory stays bounded whatever the image's
 // size: a fixed set of 4 MiB buffers and a zstd decoder whose window is capped (MaxWindow).
 //
-// Runs of zero blocks are not written: a regular file gets holes and its final size by
-// ftruncate; a block device gets them zeroed with BLKZEROOUT in large ranges, so that it
-// reads back as the image. Data goes out in large aligned writes, with O_DIRECT where the
-// target takes it, and the target is synced at the end. A device smaller than the image is
+// Runs of zero blocks (64 KiB or more) are not written: a regular file (emptied first) gets
+// holes and its final size by ftruncate; a block device gets them zeroed with BLKZEROOUT in
+// large ranges, so that it reads back as the image. Data goes out in large aligned writes,
+// with O_DIRECT where the target takes it, and the target is synced at the end; then the
+// kernel is asked to re-read a device's partition table. A device smaller than the image is
 // refused before anything is written, as is a device in use (it is opened exclusively).
 //
 // The first Options.HoldHead bytes of the image (the partition table and the boot code) are

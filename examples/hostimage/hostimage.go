@@ -21,17 +21,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/bits"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
-
-	"github.com/cairn-appliance/cairn/agent/api"
 )
 
 // The files of a cached image, in its directory.
@@ -52,13 +47,13 @@ const (
 const Format = "raw+zstd"
 
 // zstdArgs compress the image: level 12 takes about 15 s for the image's 550 MiB of data (19
-// made it 5% smaller in twenty times as long), and the window is the largest the netboot agent
-// decodes (agent/api.MaxZstdWindow, which cairn build checks).
-var zstdArgs = []string{"-12", "--long=" + strconv.Itoa(bits.Len(uint(api.MaxZstdWindow))-1), "-T2", "-q", "-c"}
+// made it 5% smaller in twenty times as long). No --long: level 12's own window (8 MiB) keeps
+// the netboot agent's decoder small, far under the most it takes (agent/api.MaxZstdWindow).
+var zstdArgs = []string{"-12", "-T2", "-q", "-c"}
 
 // assembly names how this Go code turns build-image.sh's output into the image's bytes (BIOS
 // boot code, compression); change it with that code so the cache key changes too.
-var assembly = "bios-boot-v1 zstd " + strings.Join(zstdArgs[:2], " ")
+var assembly = "bios-boot-v1 zstd " + zstdArgs[0]
 
 //go:embed all:recipe
 var recipe embed.FS
@@ -232,7 +227,7 @@ func Build(ctx context.Context, cfg Config) (Info, error) {
 	if err := installBIOSBootFiles(disk, filepath.Join(work, "boot.img"), filepath.Join(work, "core.img")); err != nil {
 		return Info{}, fmt.Errorf("building the host image: %w", err)
 	}
-	fmt.Fprintf(log, "hostimage: compressing with zstd %v\n", zstdArgs[:2])
+	fmt.Fprintf(log, "hostimage: compressing with zstd %s\n", zstdArgs[0])
 	info, err := compress(ctx, disk, filepath.Join(out, ImageFile))
 	if err != nil {
 		return Info{}, fmt.Errorf("building the host image: compressing: %w", err)

@@ -63,6 +63,12 @@ type Source struct {
 	UncompressedSize int64
 }
 
+// SourceOf is the Source of a provisioning plan's image.
+func SourceOf(img api.Image) Source {
+	return Source{URL: img.URL, Name: img.Artifact, Format: img.Format, Size: img.Size, Digest: img.Digest,
+		UncompressedDigest: img.UncompressedDigest, UncompressedSize: img.UncompressedSize}
+}
+
 // Progress says how far a Write is.
 type Progress struct {
 	Written     int64 // bytes of the image handled so far (written, held or skipped as zero)
@@ -158,7 +164,7 @@ var errStartOver = errors.New("the server does not answer Range requests")
 func Write(ctx context.Context, src Source, target string, opts Options) (Result, error) {
 	start := time.Now()
 	if src.Name == "" {
-		src.Name = src.URL
+		src.Name = redact(src.URL)
 	}
 	if err := src.check(); err != nil {
 		return Result{}, err

@@ -677,3 +677,12 @@ func TestZeroTail(t *testing.T) {
 		})
 	}
 }
+
+func TestSourceOf(t *testing.T) {
+	img := api.Image{Artifact: "debian-13", URL: "http://10.0.0.1/v2/os/debian-13/blobs/sha256:ab", Digest: "sha256:ab", Size: 10,
+		Format: api.FormatRawZstd, UncompressedDigest: "sha256:cd", UncompressedSize: 20}
+	want := Source{URL: img.URL, Name: "debian-13", Format: api.FormatRawZstd, Size: 10, Digest: "sha256:ab", UncompressedDigest: "sha256:cd", UncompressedSize: 20}
+	if got := SourceOf(img); got != want {
+		t.Errorf("SourceOf(%+v) = %+v, want %+v", img, got, want)
+	}
+}

@@ -65,7 +65,7 @@ func imageCommand(ctx context.Context, args []string, stderr io.Writer) int {
 	if err != nil {
 		return bad("--sha256: %v", err)
 	}
-	src := image.Source{URL: pos[0], Name: pos[0], Format: api.ImageFormat(*format), UncompressedDigest: want, UncompressedSize: *size}
+	src := image.Source{URL: pos[0], Format: api.ImageFormat(*format), UncompressedDigest: want, UncompressedSize: *size}
 	if *blobSum != "" {
 		if src.Digest, err = parseDigest(*blobSum); err != nil {
 			return bad("--blob-sha256: %v", err)

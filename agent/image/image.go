@@ -1,6 +1,6 @@
 // Package image writes an OS image onto a disk or into a file: the step of provisioning that
-// streams the image from the appliance's registry (decision 8). `cairn-agent image write`
-// calls it by hand; the netboot agent (package agent/netboot) does not call it yet.
+// streams the image from the appliance's registry (decision 8). The netboot agent (package
+// agent/netboot) calls it in provision mode, and `cairn-agent image write` by hand.
 //
 // Write fetches the blob over HTTP(S) and, when the connection drops or stalls, resumes it
 // with a Range request from the last byte received, a bounded number of times with a doubling
@@ -9,12 +9,13 @@
 // digest is given) and what lands on the disk. Memory stays bounded whatever the image's
 // size: a fixed set of 4 MiB buffers and a zstd decoder whose window is capped (MaxWindow).
 //
-// Runs of zero blocks (64 KiB or more) are not written: a regular file (emptied first) gets
-// holes and its final size by ftruncate; a block device gets them zeroed with BLKZEROOUT in
-// large ranges, so that it reads back as the image. Data goes out in large aligned writes,
-// with O_DIRECT where the target takes it, and the target is synced at the end; then the
-// kernel is asked to re-read a device's partition table. A device smaller than the image is
-// refused before anything is written, as is a device in use (it is opened exclusively).
+// Runs of zero blocks (64 KiB or more) are not written: a regular file (emptied first, its
+// size kept, since a disk image file stays the size of its disk) gets holes, and grows to the
+// image's size by ftruncate; a block device gets them zeroed with BLKZEROOUT in large ranges,
+// so that it reads back as the image. Data goes out in large aligned writes, with O_DIRECT
+// where the target takes it, and the target is synced at the end; then the kernel is asked
+// to re-read a device's partition table. A device smaller than the image is refused before
+// anything is written, as is a device in use (it is opened exclusively).
 //
 // The first Options.HoldHead bytes of the image (the partition table and the boot code) are
 // zeroed on the target first and kept in memory; they are written last, and only once the
@@ -159,7 +160,7 @@ const (
 var errStartOver = errors.New("the server does not answer Range requests")
 
 // Write writes the image src onto target, a block device or a regular file (created when
-// missing, truncated otherwise), and returns what it did once the image's digest checks out
+// missing, emptied otherwise but not shrunk), and returns what it did once the image's digest checks out
 // and the target is synced. A digest that does not check out returns a *DigestError.
 func Write(ctx context.Context, src Source, target string, opts Options) (Result, error) {
 	start := time.Now()

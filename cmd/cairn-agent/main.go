@@ -1,8 +1,9 @@
 // Command cairn-agent runs on the hosts cairn provisions. As /init of the netboot initramfs
 // (package agent/initramfs) it reports the machine's inventory and, in provision mode, fetches
-// its plan (package agent/netboot); later it will write the OS image to disk as part of that
-// flow, and on the installed OS keep the host's containers running. It is built static
-// (CGO_ENABLED=0) and imports no registry or build code.
+// its plan and carries it out: the OS image, the partitions and the configdrive onto the
+// machine's disk (package agent/netboot). Later, on the installed OS, it will keep the host's
+// containers running. It is built static (CGO_ENABLED=0) and imports no registry or build
+// code.
 //
 //	cairn-agent version     its version
 //	cairn-agent inventory   this machine's inventory, as the agent would report it (JSON)

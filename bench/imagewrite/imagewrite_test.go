@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -124,11 +123,7 @@ func runCairn(b *testing.B, agent, url, target string, img imageFile) (time.Dura
 	if err != nil {
 		b.Fatalf("cairn-agent image write: %v\n%s", err, out.String())
 	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		b.Fatal("no rusage for cairn-agent")
-	}
-	return took, ru.Maxrss * 1024 // KiB on Linux
+	return took, peakRSS(cmd.ProcessState)
 }
 
 // runAnchor runs the pipeline and returns its wall time, then syncs the file it wrote and

@@ -288,6 +288,10 @@ func (vm *VM) Args(accel string) []string {
 	}
 	if o.NetBoot {
 		nic += ",bootindex=0"
+		if o.Firmware == UEFI {
+			// OVMF tries PXE over IPv6 too, a minute of waiting on a network that has none.
+			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=no")
+		}
 		// A network-booted agent needs random numbers at once (DHCP); TCG's CPU has no RDRAND.
 		args = append(args, "-device", "virtio-rng-pci")
 	}

@@ -37,10 +37,16 @@ var recipe embed.FS
 // RecipeKey returns the hash that names a base built from this recipe: the sha256 over every
 // recipe file's path, mode class and content, so any edit to the packages, the overlay or the
 // build script gives a new key.
-func RecipeKey() string {
+func RecipeKey() string { return TreeKey(recipe, "recipe", "") }
+
+// TreeKey is the sha256 (hex) of prefix and then of every file under dir in fsys, in path
+// order, each as its path, its length and its content: the name of what a recipe tree builds,
+// which any edit to the tree changes.
+func TreeKey(fsys fs.FS, dir, prefix string) string {
 	h := sha256.New()
+	h.Write([]byte(prefix))
 	var paths []string
-	_ = fs.WalkDir(recipe, "recipe", func(p string, d fs.DirEntry, err error) error {
+	_ = fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			paths = append(paths, p)
 		}
@@ -48,7 +54,7 @@ func RecipeKey() string {
 	})
 	sort.Strings(paths)
 	for _, p := range paths {
-		b, _ := recipe.ReadFile(p)
+		b, _ := fs.ReadFile(fsys, p)
 		fmt.Fprintf(h, "%s\x00%d\x00", p, len(b))
 		h.Write(b)
 	}

@@ -73,7 +73,7 @@ func decoder(f api.ImageFormat, r *bufio.Reader, maxWindow int64) (io.Reader, fu
 func decodeError(name string, f api.ImageFormat, maxWindow int64, err error) error {
 	if errors.Is(err, zstd.ErrWindowSizeExceeded) {
 		return fmt.Errorf("decompressing image %s (%s): its zstd window is larger than the %s the agent allows: "+
-			"compress it again without --long or --ultra (cairn build does): %w", name, f, sizeIEC(maxWindow), err)
+			"compress it again without --long or --ultra (cairn build does): %w", name, f, SizeIEC(maxWindow), err)
 	}
 	return fmt.Errorf("decompressing image %s (%s): %w: the blob is corrupt or not in that format", name, f, err)
 }

@@ -179,7 +179,7 @@ func Write(ctx context.Context, src Source, target string, opts Options) (Result
 	defer t.close()
 	if t.dev && src.UncompressedSize > t.size {
 		return Result{}, fmt.Errorf("device %s is %d bytes (%s), too small for image %s of %d bytes (%s): choose a larger disk",
-			target, t.size, sizeIEC(t.size), src.Name, src.UncompressedSize, sizeIEC(src.UncompressedSize))
+			target, t.size, SizeIEC(t.size), src.Name, src.UncompressedSize, SizeIEC(src.UncompressedSize))
 	}
 
 	w := &writer{src: src, opts: opts, t: t, start: start}
@@ -345,7 +345,7 @@ func (w *writer) progress() Progress {
 func digestOf(sum []byte) string { return "sha256:" + hex.EncodeToString(sum) }
 
 // sizeIEC is n in binary units: "2.0 GiB".
-func sizeIEC(n int64) string {
+func SizeIEC(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -91,7 +91,7 @@ func (t *target) prepare(head int64) error {
 // (zeroing them on a device); it returns how many bytes it skipped.
 func (t *target) write(p []byte, off int64) (int64, error) {
 	if t.dev && off+int64(len(p)) > t.size {
-		return 0, fmt.Errorf("the image is larger than device %s (%d bytes, %s): choose a larger disk", t.path, t.size, sizeIEC(t.size))
+		return 0, fmt.Errorf("the image is larger than device %s (%d bytes, %s): choose a larger disk", t.path, t.size, SizeIEC(t.size))
 	}
 	var zero int64
 	data := 0 // start of the data not yet written

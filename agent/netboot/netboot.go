@@ -35,12 +35,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cairn-appliance/cairn/agent/api"
+	"github.com/cairn-appliance/cairn/agent/image"
 )
 
 // Lease is the address the machine got on the network card it booted from.
@@ -244,18 +246,7 @@ func plural(n int) string {
 	return "s"
 }
 
-func sizeIEC(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func sizeIEC(n uint64) string { return image.SizeIEC(int64(min(n, math.MaxInt64))) } //nolint:gosec // clamped
 
 // console writes whole lines, one at a time.
 type console struct {

@@ -13,9 +13,7 @@ package hostimage
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,8 +23,9 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"sort"
 	"time"
+
+	"github.com/cairn-appliance/cairn/appliance"
 )
 
 // The files of a cached image, in its directory.
@@ -87,22 +86,7 @@ func (i Info) Path() string { return filepath.Join(i.Dir, i.File) }
 // recipe file's path and content and over how this package assembles the disk, so any edit to
 // the packages, the layout, the overlay or the build script gives a new key.
 func RecipeKey() string {
-	h := sha256.New()
-	fmt.Fprintf(h, "assembly\x00%s\x00", assembly)
-	var paths []string
-	_ = fs.WalkDir(recipe, "recipe", func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			paths = append(paths, p)
-		}
-		return err
-	})
-	sort.Strings(paths)
-	for _, p := range paths {
-		b, _ := recipe.ReadFile(p)
-		fmt.Fprintf(h, "%s\x00%d\x00", p, len(b))
-		h.Write(b)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return appliance.TreeKey(recipe, "recipe", fmt.Sprintf("assembly\x00%s\x00", assembly))
 }
 
 // CacheEnv names the environment variable that, when set, overrides DefaultCacheDir.

@@ -196,7 +196,9 @@ func (s *server) decide(ctx context.Context, d *scriptData) (string, string, err
 	case h.Phase == state.Failed && h.Failures >= state.MaxAttempts:
 		d.Failures, d.WaitDelay = h.Failures, seconds(s.WaitDelay)
 		return h.Name, "waiting.ipxe", nil
-	case h.Phase == state.Pending || h.Phase == state.Provisioning || h.Phase == state.Failed:
+	case h.Phase == state.Pending || h.Phase == state.Provisioning || h.Phase == state.Failed && h.Failures > 0:
+		// A failed host whose failures are not provisioning attempts (Failures 0) failed
+		// later, on its own disk: it boots that disk, below.
 		tok, err := s.Tokens.Provisioning(ctx, h.Name)
 		if errors.Is(err, token.ErrEphemeral) {
 			return h.Name, "ephemeral.ipxe", nil

@@ -30,6 +30,7 @@ const (
 	macDiscovered  = "52:54:00:20:00:41"
 	macUnknown     = "52:54:00:99:00:01"
 	macGaveUp      = "52:54:00:20:00:32"
+	macFailedLater = "52:54:00:20:00:33"
 )
 
 var kernel = bytes.Repeat([]byte("0123456789"), 1000)
@@ -56,6 +57,7 @@ func seed(t testing.TB) state.Store {
 			{Name: "db-02", MAC: macReady, Phase: state.Ready},
 			{Name: "app-01", MAC: macFailed, Phase: state.Failed, Failures: 1, Reason: "no disk matches first-nonremovable; $(reboot) # || &&"},
 			{Name: "app-02", MAC: macGaveUp, Phase: state.Failed, Failures: state.MaxAttempts, Reason: "writing: $(reboot) # || &&"},
+			{Name: "app-03", MAC: macFailedLater, Phase: state.Failed, Reason: "its containers were rolled back"},
 			{Name: "discovered-525400200041", MAC: macDiscovered, Phase: state.Discovered},
 		} {
 			if err := tx.PutHost(h); err != nil {
@@ -107,6 +109,7 @@ func TestScripts(t *testing.T) {
 		{"ready-efi", "mac=" + macReady + "&platform=efi"},
 		{"failed-pcbios", "mac=" + macFailed + "&platform=pcbios"},
 		{"gave-up-efi", "mac=" + macGaveUp + "&platform=efi"},
+		{"failed-later-pcbios", "mac=" + macFailedLater + "&platform=pcbios"},
 		{"ask-platform", "mac=" + macPending},
 		{"ask-mac", ""},
 	} {

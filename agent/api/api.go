@@ -265,3 +265,103 @@ const (
 	ModeProvision = "provision"
 	ModeDiscover  = "discover"
 )
+
+// The host agent's calls (decision 9): cairn-agent in host mode, on a provisioned host, names
+// the host in the path (HostPath) and carries the host token of its configdrive (AgentFile) as
+// "Authorization: Bearer TOKEN". A call for another host, or without the token, gets 401.
+const (
+	// CallDesired: GET the host's Desired containers. With ?generation=N&wait=SECONDS it
+	// long-polls: the answer comes as soon as the host's generation is not N, or after the
+	// wait (at most MaxWait) with the same generation; the agent then asks again.
+	CallDesired = "desired"
+	// CallStatus: POST a HostStatus after every apply and whenever a container changes; the
+	// answer is 202 Accepted.
+	CallStatus = "status"
+)
+
+// HostPath is the path of call for the host agent of host name.
+func HostPath(host, call string) string { return PathPrefix + "hosts/" + host + "/" + call }
+
+// MaxWait is the longest a long-polling CallDesired is held.
+const MaxWait = 5 * time.Minute
+
+// Desired is what a host must run: the containers of all its roles, sorted by name, each
+// image pinned to the digest the appliance's store holds. Generation changes exactly when
+// anything else in it does.
+type Desired struct {
+	Host       string `json:"host"`
+	Generation int64  `json:"generation"`
+	// Registry is the appliance's registry as the host reaches it (host:port, plain HTTP).
+	// Every image name resolves there and nowhere else: registries.conf rewrites each image's
+	// registry to it, with no fallback.
+	Registry   string      `json:"registry"`
+	Containers []Container `json:"containers"`
+}
+
+// Container is one container a host runs.
+type Container struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+	// Image is the reference as the site wrote it, normalized (docker.io/library/nginx:1.27);
+	// Digest (sha256:...) the manifest it resolved to in the store. Hosts pull Image's name
+	// at Digest, never at a tag.
+	Image      string            `json:"image"`
+	Digest     string            `json:"digest"`
+	Entrypoint []string          `json:"entrypoint,omitempty"`
+	Command    []string          `json:"command,omitempty"`
+	Env        map[string]string `json:"env,omitempty"`
+	Ports      []string          `json:"ports,omitempty"`   // [IP:]HOST:CONTAINER/PROTOCOL
+	Volumes    []string          `json:"volumes,omitempty"` // SOURCE:TARGET[:OPTIONS]
+	Network    string            `json:"network"`           // bridge, host or none
+	User       string            `json:"user,omitempty"`
+	Restart    string            `json:"restart"` // systemd Restart=
+	Health     *Health           `json:"health,omitempty"`
+	Files      []File            `json:"files,omitempty"` // sorted by target
+}
+
+// Health is a container's health check. Durations are Go durations ("30s").
+type Health struct {
+	Command     []string `json:"command"`
+	Interval    string   `json:"interval"`
+	Timeout     string   `json:"timeout"`
+	Retries     int      `json:"retries"`
+	StartPeriod string   `json:"start_period,omitempty"`
+}
+
+// File is a file of the site mounted read-only into a container.
+type File struct {
+	Target string `json:"target"` // absolute path inside the container
+	SHA256 string `json:"sha256"` // hex, of Data
+	Data   []byte `json:"data"`
+}
+
+// The host's container states, HostStatus.State.
+const (
+	HostReady     = "ready"     // the applied generation is the desired one and runs healthy
+	HostDeploying = "deploying" // a generation is being applied, or a container is not healthy yet
+	HostFailed    = "failed"    // the last generation was rolled back; Reason says why
+)
+
+// HostStatus is the host agent's report.
+type HostStatus struct {
+	// Applied is the generation running (the last that applied in full), 0 for none yet;
+	// Attempted the last one tried (it equals Applied unless that one failed).
+	Applied   int64  `json:"applied"`
+	Attempted int64  `json:"attempted"`
+	State     string `json:"state"` // HostReady, HostDeploying or HostFailed
+	Reason    string `json:"reason,omitempty"`
+	// Containers are the containers cairn owns on the host, sorted by name.
+	Containers   []ContainerStatus `json:"containers"`
+	AgentVersion string            `json:"agent_version,omitempty"`
+	Time         time.Time         `json:"time,omitzero"`
+}
+
+// ContainerStatus is one container as the host runs it.
+type ContainerStatus struct {
+	Name     string    `json:"name"`
+	Digest   string    `json:"digest,omitempty"` // the image digest it runs
+	State    string    `json:"state"`            // podman's: running, exited, created, missing ...
+	Health   string    `json:"health,omitempty"` // healthy, unhealthy, starting; "" without a check
+	Restarts int       `json:"restarts"`
+	Started  time.Time `json:"started,omitzero"`
+}

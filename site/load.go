@@ -421,6 +421,7 @@ func (l *loader) loadRoles() {
 		r := &Role{Name: stem(files[i]), File: files[i]}
 		doc, errs := l.parse(files[i], r, "role file")
 		l.add(errs...)
+		r.doc = doc
 		l.roles[i] = roleEntry{role: r, doc: doc}
 	})
 	for _, e := range l.roles {

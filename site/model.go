@@ -1,6 +1,10 @@
 package site
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/cairn-appliance/cairn/site/tomlpos"
+)
 
 // Site is a whole, valid site directory: what cairn converges the hosts to.
 //
@@ -97,6 +101,8 @@ type Role struct {
 	File        string      `toml:"-" json:"file"`
 	Description string      `toml:"description" json:"description,omitempty" doc:"What the role is for."`
 	Containers  []Container `toml:"container" json:"containers" doc:"Containers every host with this role runs."`
+
+	doc *tomlpos.Document // the file as parsed, for positions in later checks (ResolveImages)
 }
 
 // Container is one [[container]] of a role.

@@ -19,7 +19,7 @@ func TestResolveImages(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := map[string]string{
-		"docker.io/library/nginx:1.27":             "sha256:aaaa",
+		"docker.io/library/nginx:1.27":            "sha256:aaaa",
 		"quay.io/prometheus/node-exporter:v1.8.2": "sha256:bbbb",
 	}
 	calls := 0

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/opencontainers/go-digest"
 
 	agentapi "github.com/cairn-appliance/cairn/agent/api"
 	"github.com/cairn-appliance/cairn/airgap"
@@ -248,6 +249,10 @@ func startConverging(cfg Config, opts Options, w wiring) (state.Store, *converge
 	}
 	conv := newConverger(watcher, st, w.log, w.notify)
 	content := airgap.NewStores(w.storeDir, cfg.Upper)
+	conv.applier.Images = func(img site.Image) (string, error) {
+		a, err := content.ResolveImage(img.Name, img.Tag, digest.Digest(img.Digest))
+		return a.Digest.String(), err
+	}
 	issuer := &token.Issuer{Store: st, Ephemeral: w.ephemeral != "" && !cfg.AllowEphemeral}
 	operator, err := api.New(api.Config{Store: st, Current: conv.Current, Log: w.log, Version: opts.Version, Ephemeral: w.ephemeral,
 		Backup: conv.backup(st, cfg.Upper, filepath.Dir(cfg.State), opts.Version)})

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/cairn-appliance/cairn/airgap/airgaptest"
 	"github.com/cairn-appliance/cairn/appliance"
 	"github.com/cairn-appliance/cairn/appliance/appliancetest"
+	"github.com/cairn-appliance/cairn/site"
 )
 
 // recorder is a Notifier that keeps what it is told.
@@ -62,9 +64,28 @@ func (r *recorder) waitFor(t *testing.T, prefix string) string {
 	}
 }
 
+// storeArtifacts is how many artifacts makeStore's store holds, as the status line says it.
+func storeArtifacts(t *testing.T) string {
+	s, err := site.Load("../examples/site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strconv.Itoa(1 + len(s.Images()))
+}
+
+// makeStore seals a store into dir with an image example.com/app:1, whose digest it returns,
+// and one under each image name the example site uses, so that the site resolves.
 func makeStore(t *testing.T, dir string) string {
 	t.Helper()
-	return airgaptest.SealedStore(t, dir, "example.com/app:1").String()
+	s, err := site.Load("../examples/site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"example.com/app:1"}
+	for _, img := range s.Images() {
+		names = append(names, img.String())
+	}
+	return airgaptest.SealedStoreOf(t, dir, names...)[0].String()
 }
 
 // start runs the daemon and returns the registry address from its ready line.
@@ -111,7 +132,7 @@ func TestRunServesStoreAndTalksToSystemd(t *testing.T) {
 	addr, stop := start(t, Config{Store: store, Listen: "127.0.0.1:0"}, Options{Notifier: n, Reload: hup})
 
 	ready := n.waitFor(t, "READY=1")
-	if !strings.Contains(ready, "\nSTATUS=ephemeral: state is lost at reboot (no data_dir); serving 1 artifacts from "+store) {
+	if !strings.Contains(ready, "\nSTATUS=ephemeral: state is lost at reboot (no data_dir); serving "+storeArtifacts(t)+" artifacts from "+store) {
 		t.Errorf("READY notification = %q, want a STATUS line naming the store", ready)
 	}
 	ref, err := name.ParseReference(addr+"/example.com/app:1", name.Insecure)
@@ -220,13 +241,13 @@ func TestRunConvergesSite(t *testing.T) {
 		}
 	}()
 	ready := n.waitFor(t, "READY=1")
-	if !strings.Contains(ready, "STATUS=ephemeral: state is lost at reboot (no data disk at "+var0+"); site rack1 generation 1; 3 hosts (3 pending); serving 1 artifacts from "+store) {
+	if !strings.Contains(ready, "STATUS=ephemeral: state is lost at reboot (no data disk at "+var0+"); site rack1 generation 1; 3 hosts (3 pending); serving "+storeArtifacts(t)+" artifacts from "+store) {
 		t.Errorf("READY notification = %q, want the site's status and the store's", ready)
 	}
 	// After a reload, systemctl status still says what is served.
 	hup <- os.Interrupt
 	n.waitFor(t, "RELOADING=1")
-	if st := n.waitFor(t, "STATUS="); !strings.Contains(st, "generation 2; 3 hosts (3 pending); serving 1 artifacts from "+store) {
+	if st := n.waitFor(t, "STATUS="); !strings.Contains(st, "generation 2; 3 hosts (3 pending); serving "+storeArtifacts(t)+" artifacts from "+store) {
 		t.Errorf("STATUS after a reload = %q, want the new generation and the store", st)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.SiteDir, "hosts", "web-01.toml")); err != nil {

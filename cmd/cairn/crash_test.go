@@ -60,7 +60,7 @@ func TestDaemonCrashAndResume(t *testing.T) {
 	began := time.Now()
 	root := t.TempDir()
 	store := filepath.Join(root, "store")
-	airgaptest.SealedStore(t, store, "docker.io/library/nginx:1.27")
+	airgaptest.SealedStoreOf(t, store, crashImages()...)
 	config := filepath.Join(root, "daemon.toml") // empty: whatever /etc/cairn holds stays out
 	if err := os.WriteFile(config, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -403,6 +403,19 @@ func viewState(t *testing.T, stateFile string, fn func(state.Tx) error) {
 	}
 }
 
+// crashTags is how many tags of each image the crash site's edits go round: each edit of an
+// image picks the next, so that it always changes, and the store holds them all.
+const crashTags = 8
+
+// crashImages are the images the crash site may name, first those it starts with.
+func crashImages() []string {
+	names := []string{"docker.io/library/nginx:1.27", "quay.io/prometheus/node-exporter:v1.8.2"}
+	for i := range crashTags {
+		names = append(names, fmt.Sprintf("docker.io/library/nginx:1.%d", 28+i), fmt.Sprintf("quay.io/prometheus/node-exporter:v1.8.%d", 3+i))
+	}
+	return names
+}
+
 // crashSite is the crash test's site as data: it writes itself out and edits itself the ways
 // operators edit sites.
 type crashSite struct {
@@ -429,7 +442,7 @@ func newCrashSite(n int) *crashSite {
 func (s *crashSite) edit(k int) string {
 	switch k % 5 {
 	case 1:
-		s.web = fmt.Sprintf("docker.io/library/nginx:1.%d", 27+k)
+		s.web = fmt.Sprintf("docker.io/library/nginx:1.%d", 28+(k/5)%crashTags)
 		return "a new web image: the containers of every host change"
 	case 2:
 		s.relabel(k)
@@ -457,7 +470,7 @@ func (s *crashSite) edit(k int) string {
 		}
 		return "every host re-provisioned, every other one relabelled"
 	default:
-		s.mon = fmt.Sprintf("quay.io/prometheus/node-exporter:v1.8.%d", 2+k)
+		s.mon = fmt.Sprintf("quay.io/prometheus/node-exporter:v1.8.%d", 3+(k/5)%crashTags)
 		s.relabel(k)
 		return "a new exporter image and new labels: the spec and containers of every host change"
 	}

@@ -115,10 +115,10 @@ func TestBackupWhileDaemonApplies(t *testing.T) {
 	}
 	dir := t.TempDir()
 	medium := filepath.Join(dir, "medium")
-	airgaptest.SealedStore(t, medium, "example.com/app:1")
 	data := filepath.Join(dir, "data")
 	seed, err := filepath.Abs("../../examples/site")
 	must(t, err)
+	airgaptest.SiteStore(t, medium, seed, "example.com/app:1")
 	cfg := daemon.Config{Store: medium, Site: seed, Listen: "127.0.0.1:0", SiteDir: filepath.Join(data, "site"),
 		State: filepath.Join(data, "state.db"), Upper: filepath.Join(data, "store"), DataDir: data}
 	airgaptest.SealedStore(t, cfg.Upper, "example.com/extra:1")

@@ -65,6 +65,11 @@ type Desired struct {
 	Host       *site.Host
 	Spec       json.RawMessage // everything that shapes the installed host
 	Containers json.RawMessage // the containers of all its roles, sorted by name
+	// Digests maps each container's name to the digest its image resolved to in the store
+	// (nil for none), and Resolved says whether images were resolved at all: a plan made
+	// without a store (cairn site plan) cannot see a tag move, and does not compare digests.
+	Digests  json.RawMessage
+	Resolved bool
 }
 
 // spec is the part of a host that provisioning writes to it.
@@ -92,6 +97,12 @@ func Desire(s *site.Site) (map[string]Desired, error) { return new(Memo).Desire(
 // that the next site, in which few hosts changed, costs few encodings. It knows hosts by
 // identity: a site.Loader returns a host whose file did not change as the same *site.Host.
 type Memo struct {
+	// Resolve, when set, gives the digest each container image resolves to in the store (see
+	// site.Site.ResolveImages): Desire fails with the positions of the images it cannot
+	// resolve, and the digests are part of each host's containers, so that a tag moved to
+	// another digest changes the hosts that run it.
+	Resolve func(site.Image) (string, error)
+
 	specs map[string]memoSpec // by host name
 }
 
@@ -103,11 +114,18 @@ type memoSpec struct {
 // Desire works out what the site asks of each host, by name, encoding only the hosts that
 // are new since the last call.
 func (m *Memo) Desire(s *site.Site) (map[string]Desired, error) {
+	var digests map[site.Image]string
+	if m.Resolve != nil {
+		var err error
+		if digests, err = s.ResolveImages(m.Resolve); err != nil {
+			return nil, err
+		}
+	}
 	if m.specs == nil {
 		m.specs = make(map[string]memoSpec, len(s.Hosts))
 	}
 	out := make(map[string]Desired, len(s.Hosts))
-	byRoles := map[string]json.RawMessage{} // hosts share a few lists of roles
+	byRoles := map[string]encoded{} // hosts share a few lists of roles
 	for _, h := range s.Hosts {
 		memo, ok := m.specs[h.Name]
 		if !ok || memo.host != h {
@@ -124,15 +142,15 @@ func (m *Memo) Desire(s *site.Site) (map[string]Desired, error) {
 			m.specs[h.Name] = memo
 		}
 		key := strings.Join(h.Roles, "\x00")
-		containersJSON, ok := byRoles[key]
+		cs, ok := byRoles[key]
 		if !ok {
 			var err error
-			if containersJSON, err = containersOf(s, h.Roles); err != nil {
+			if cs, err = containersOf(s, h.Roles, digests); err != nil {
 				return nil, fmt.Errorf("host %s: %w", h.Name, err)
 			}
-			byRoles[key] = containersJSON
+			byRoles[key] = cs
 		}
-		out[h.Name] = Desired{Host: h, Spec: memo.spec, Containers: containersJSON}
+		out[h.Name] = Desired{Host: h, Spec: memo.spec, Containers: cs.containers, Digests: cs.digests, Resolved: digests != nil}
 	}
 	if len(m.specs) > len(out) { // hosts left the site: forget them
 		maps.DeleteFunc(m.specs, func(name string, _ memoSpec) bool { _, ok := out[name]; return !ok })
@@ -140,19 +158,31 @@ func (m *Memo) Desire(s *site.Site) (map[string]Desired, error) {
 	return out, nil
 }
 
-// containersOf encodes the containers of a list of roles, sorted by name; nil for none.
-func containersOf(s *site.Site, roles []string) (json.RawMessage, error) {
+// encoded is the containers of a list of roles as Desired holds them.
+type encoded struct{ containers, digests json.RawMessage }
+
+// containersOf encodes the containers of a list of roles, sorted by name, and their images'
+// digests by container name (when digests is not nil); nil for none.
+func containersOf(s *site.Site, roles []string, digests map[site.Image]string) (encoded, error) {
 	var cs []container
+	byName := map[string]string{}
 	for _, r := range roles {
 		for _, c := range s.Roles[r].Containers {
 			cs = append(cs, container{Container: c, Role: r})
+			byName[c.Name] = digests[c.Image]
 		}
 	}
 	if len(cs) == 0 {
-		return nil, nil
+		return encoded{}, nil
 	}
 	slices.SortFunc(cs, func(a, b container) int { return cmp.Compare(a.Name, b.Name) })
-	return json.Marshal(cs)
+	var e encoded
+	var err error
+	if e.containers, err = json.Marshal(cs); err != nil || digests == nil {
+		return e, err
+	}
+	e.digests, err = json.Marshal(byName) // keys sorted
+	return e, err
 }
 
 // Compute plans the site s against the recorded hosts.
@@ -229,8 +259,13 @@ func Diff(s *site.Site, desired map[string]Desired, recorded []state.Host) *Plan
 			}
 			p.Items = append(p.Items, Item{Host: name, Action: Change, Details: details})
 		}
-		if !sameJSON(old.Containers, d.Containers) {
-			p.Items = append(p.Items, Item{Host: name, Action: Containers, Details: diffContainers(old.Containers, d.Containers)})
+		digestsMoved := d.Resolved && !sameJSON(old.Digests, d.Digests)
+		if !sameJSON(old.Containers, d.Containers) || digestsMoved {
+			details := diffContainers(old.Containers, d.Containers)
+			if digestsMoved {
+				details = append(details, diffDigests(old.Digests, d.Digests)...)
+			}
+			p.Items = append(p.Items, Item{Host: name, Action: Containers, Details: details})
 		}
 	}
 	gone = append(gone, recorded[j:]...)
@@ -343,6 +378,21 @@ func diffContainers(a, b json.RawMessage) []string {
 	for _, n := range sortedNames(x) {
 		if _, ok := y[n]; !ok {
 			out = append(out, "- container "+n)
+		}
+	}
+	return out
+}
+
+// diffDigests says which containers that are in both a and b (digests by container name) run
+// their image at another digest.
+func diffDigests(a, b json.RawMessage) []string {
+	var x, y map[string]string
+	_ = json.Unmarshal(a, &x)
+	_ = json.Unmarshal(b, &y)
+	var out []string
+	for _, n := range sortedNames(y) {
+		if old, ok := x[n]; ok && old != y[n] {
+			out = append(out, fmt.Sprintf("~ container %s: image digest %s → %s", n, old, y[n]))
 		}
 	}
 	return out

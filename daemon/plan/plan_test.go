@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -190,5 +191,63 @@ func TestMemoDesiresWhatDesireDoes(t *testing.T) {
 		if len(got) != len(want) {
 			t.Fatalf("round %d: memo gives %d hosts, Desire %d", round, len(got), len(want))
 		}
+	}
+}
+
+// TestDigests: with a resolver, a tag that moves to another digest changes the containers of
+// the hosts that run it; a plan made without one (cairn site plan) does not see digests; an
+// image the resolver lacks fails with its position.
+func TestDigests(t *testing.T) {
+	s := load(t, "", "nginx:1.27", map[string]string{"a": "roles = [\"web\"]", "b": ""})
+	store := map[string]string{"docker.io/library/nginx:1.27": "sha256:1111"}
+	resolve := func(img site.Image) (string, error) {
+		if d, ok := store[img.String()]; ok {
+			return d, nil
+		}
+		return "", fmt.Errorf("image %s is not in the store", img)
+	}
+	m := &Memo{Resolve: resolve}
+	d, err := m.Desire(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(d["a"].Digests); got != `{"web":"sha256:1111"}` || !d["a"].Resolved {
+		t.Fatalf("digests of a = %s (resolved %v)", got, d["a"].Resolved)
+	}
+	if d["b"].Digests != nil {
+		t.Errorf("b runs nothing, yet has digests %s", d["b"].Digests)
+	}
+	var recorded []state.Host
+	for _, name := range sortedNames(d) {
+		h := d[name]
+		recorded = append(recorded, state.Host{Name: name, MAC: h.Host.MAC.String(), Phase: state.Ready, Spec: h.Spec, Containers: h.Containers, Digests: h.Digests})
+	}
+	if p := Diff(s, d, recorded); !p.Empty() {
+		t.Fatalf("the same site and store plan changes: %+v", p.Items)
+	}
+
+	store["docker.io/library/nginx:1.27"] = "sha256:2222" // the tag moved (an update bundle)
+	d, err = m.Desire(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Diff(s, d, recorded)
+	if len(p.Items) != 1 || p.Items[0].Host != "a" || p.Items[0].Action != Containers ||
+		!strings.Contains(strings.Join(p.Items[0].Details, "\n"), "~ container web: image digest sha256:1111 → sha256:2222") {
+		t.Errorf("a moved tag plans %+v, want host a's containers to change", p.Items)
+	}
+	offline, err := Desire(s) // no resolver: digests are not compared
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := Diff(s, offline, recorded); !p.Empty() {
+		t.Errorf("a plan without a store sees changes: %+v", p.Items)
+	}
+
+	delete(store, "docker.io/library/nginx:1.27")
+	_, err = m.Desire(s)
+	var errs site.Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || errs[0].File != "roles/web.toml" || errs[0].Line != 3 {
+		t.Errorf("a missing image: %v, want one error at roles/web.toml:3", err)
 	}
 }

@@ -77,6 +77,10 @@ type Applier struct {
 	// Progress, when set, is told after each transaction how many of the plan's items are
 	// applied.
 	Progress func(done, total int)
+	// Images, when set, resolves each container image to the digest the store holds (see
+	// plan.Memo.Resolve): a site with an image the store lacks is not applied, and its error
+	// names the image key's file, line and column.
+	Images func(site.Image) (string, error)
 }
 
 // NewApplier returns an Applier of the store st.
@@ -160,6 +164,7 @@ func (a *Applier) plan(ctx context.Context, s *site.Site) (*plan.Plan, map[strin
 	}); err != nil {
 		return nil, nil, nil, err
 	}
+	a.memo.Resolve = a.Images
 	desired, err := a.memo.Desire(s)
 	if err != nil {
 		return nil, nil, nil, err
@@ -176,7 +181,7 @@ func step(tx state.Tx, it plan.Item, d plan.Desired, discovered map[site.MAC]str
 	event := state.Event{Host: it.Host, Kind: "host." + string(it.Action)}
 	switch it.Action {
 	case plan.Add:
-		h = state.Host{Name: it.Host, Phase: state.Pending, Provision: d.Host.Provision, Spec: d.Spec, Containers: d.Containers}
+		h = state.Host{Name: it.Host, Phase: state.Pending, Provision: d.Host.Provision, Spec: d.Spec, Containers: d.Containers, Digests: d.Digests}
 		if len(d.Containers) > 0 {
 			h.ContainersGeneration = 1
 		}
@@ -205,7 +210,7 @@ func step(tx state.Tx, it plan.Item, d plan.Desired, discovered map[site.MAC]str
 		h.HostTokenHash, h.ProvisionTokenHash = "", "" // a new disk gets new tokens
 		event.Message = fmt.Sprintf("re-provision requested (provision %d): the disk will be written again", h.Provision)
 	case plan.Containers:
-		h.Containers = d.Containers
+		h.Containers, h.Digests = d.Containers, d.Digests
 		h.ContainersGeneration++
 		if h.Phase == state.Ready {
 			h.Phase = state.Deploying

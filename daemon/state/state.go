@@ -63,6 +63,8 @@ type Host struct {
 	Spec                 json.RawMessage `json:"spec,omitempty"`
 	Containers           json.RawMessage `json:"containers,omitempty"`
 	ContainersGeneration int64           `json:"containers_generation,omitempty"`
+	// Digests maps each container's name to its image's digest in the store, as last applied.
+	Digests json.RawMessage `json:"digests,omitempty"`
 
 	ProvisionTokenHash string `json:"provision_token_hash,omitempty"` // one-time, for the netboot agent
 	HostTokenHash      string `json:"host_token_hash,omitempty"`      // for the host agent
@@ -122,7 +124,7 @@ func (l Lease) check() error {
 }
 
 // Tx is one transaction. Reads see the transaction's own writes. The hosts it returns may share
-// their Spec, Containers and Inventory bytes with the store's cache: replace them, never change them in place.
+// their Spec, Containers, Digests and Inventory bytes with the store's cache: replace them, never change them in place.
 type Tx interface {
 	Host(name string) (Host, bool, error)
 	Hosts() ([]Host, error) // sorted by name

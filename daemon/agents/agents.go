@@ -1,8 +1,9 @@
 // Package agents serves the agent API (package agent/api) that the netboot agent calls: the
 // inventory of a machine, its provisioning plan, progress, and the end of the attempt (done
-// or failed). It is apart from package daemon/boot, which serves firmware (plain scripts and
-// files, no secrets asked): this one checks tokens and moves hosts through their phases, and
-// the host agent's calls (decision 9) will join it.
+// or failed); and the host agent's calls (host.go): its desired containers, long-polled by
+// generation, and its reports, which move a provisioned host to deploying, ready or failed.
+// It is apart from package daemon/boot, which serves firmware (plain scripts and files, no
+// secrets asked): this one checks tokens and moves hosts through their phases.
 //
 // A provisioning call carries the host's one-time token (the netboot kernel command line's
 // cairn.token, minted by package daemon/boot for each boot) as a bearer token; only its hash
@@ -22,6 +23,12 @@
 // record (discovered-<mac without colons>) with the inventory it reports. Once a site host
 // has the MAC (the record is adopted, see package daemon/reconcile), it gets 401: the agent
 // reboots and the machine boots to be provisioned.
+//
+// A host agent's call names its host in the path and carries the host token of its
+// configdrive; any other token, or none, gets 401 and an event. Its desired containers come
+// from the state (package daemon/desired), the files' content from the site last applied. A
+// long poll is woken by the state's next write of its host. Reports are recorded only when
+// they change, so that agents reporting every few seconds cost no disk syncs.
 //
 // Bodies are at most agent/api.MaxBody. Progress is recorded at most every ProgressEvery per
 // host and at every new step, so that many agents reporting often cost few disk syncs.
@@ -74,6 +81,8 @@ type Config struct {
 type server struct {
 	Config
 
+	hosts hostWaiters // long-polling host agents
+
 	mu       sync.Mutex
 	progress map[string]recorded  // by MAC: the last progress recorded
 	refused  map[string]time.Time // by MAC and reason: the last refusal written as an event
@@ -102,6 +111,7 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &server{Config: cfg, progress: map[string]recorded{}, refused: map[string]time.Time{}}
+	s.hosts.st = cfg.Store
 	mux := http.NewServeMux()
 	p := api.PathPrefix + "machines/{mac}/"
 	mux.HandleFunc("POST "+p+api.CallInventory, s.inventory)
@@ -109,6 +119,9 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("POST "+p+api.CallProgress, s.reportProgress)
 	mux.HandleFunc("POST "+p+api.CallDone, s.done)
 	mux.HandleFunc("POST "+p+api.CallFailed, s.failed)
+	hp := api.PathPrefix + "hosts/{host}/"
+	mux.HandleFunc("GET "+hp+api.CallDesired, s.desired)
+	mux.HandleFunc("POST "+hp+api.CallStatus, s.status)
 	return mux, nil
 }
 

@@ -65,6 +65,10 @@ type Host struct {
 	ContainersGeneration int64           `json:"containers_generation,omitempty"`
 	// Digests maps each container's name to its image's digest in the store, as last applied.
 	Digests json.RawMessage `json:"digests,omitempty"`
+	// Agent is the host agent's last report (agent/api.HostStatus, as JSON): the generation it
+	// runs and each container's state; AgentSeen when it changed last.
+	Agent     json.RawMessage `json:"agent,omitempty"`
+	AgentSeen time.Time       `json:"agent_seen,omitzero"`
 
 	ProvisionTokenHash string `json:"provision_token_hash,omitempty"` // one-time, for the netboot agent
 	HostTokenHash      string `json:"host_token_hash,omitempty"`      // for the host agent
@@ -124,7 +128,7 @@ func (l Lease) check() error {
 }
 
 // Tx is one transaction. Reads see the transaction's own writes. The hosts it returns may share
-// their Spec, Containers, Digests and Inventory bytes with the store's cache: replace them, never change them in place.
+// their Spec, Containers, Digests, Agent and Inventory bytes with the store's cache: replace them, never change them in place.
 type Tx interface {
 	Host(name string) (Host, bool, error)
 	Hosts() ([]Host, error) // sorted by name

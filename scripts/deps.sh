@@ -18,6 +18,7 @@ packages=(
   curl tftp-hpa atftp                      # independent TFTP clients in the daemon/tftp tests; curl is also in bench/imagewrite's anchor
   dnsmasq-base                             # dnsmasq's TFTP server, the anchor of bench/tftp (the binary, no service)
   zstd qemu-utils                          # the example host image (make host-image; mmdebstrap, mtools, fdisk as above): zstd, and qcow2 overlays in its boot test; zstd is also in bench/imagewrite's anchor
+  debian-archive-keyring                   # trixie's signing keys too: quadlet below comes from trixie
   kea-admin                                # Kea's perfdhcp, the load of bench/dhcp (dnsmasq-base is its anchor and the DHCP server daemon/dhcp's proxy-mode test runs beside)
 )
 
@@ -27,6 +28,31 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+
+# quadlet, podman 5's unit generator, which the agent/quadlet tests run: hosts run Debian 13
+# (trixie) and its podman 5.4, while Debian 12's podman 4.3 has no quadlet. Take the binary out
+# of trixie's podman package, which apt fetches from the signed trixie index into a private state
+# directory, so that this machine's sources and packages stay as they are (apt checks the index's
+# signature and the package's sha256). It is a Go program that needs nothing but glibc 2.34.
+quadlet=/usr/local/libexec/cairn/quadlet
+if ! "$quadlet" -version >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/parts" "$tmp/deb"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" >"$tmp/trixie.list"
+  apt_trixie=(-o "Dir::Etc::SourceList=$tmp/trixie.list" -o "Dir::Etc::SourceParts=$tmp/parts"
+    -o "Dir::Etc::Preferences=$tmp/none" -o "Dir::Etc::PreferencesParts=$tmp/parts"
+    -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache"
+    -o Acquire::Languages=none -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false
+    -o APT::Sandbox::User=root)
+  apt-get "${apt_trixie[@]}" update -qq
+  (cd "$tmp/deb" && apt-get "${apt_trixie[@]}" download -qq podman)
+  dpkg-deb --fsys-tarfile "$tmp"/deb/podman_*.deb | tar -x -C "$tmp/deb" ./usr/libexec/podman/quadlet
+  install -D -m 0755 "$tmp/deb/usr/libexec/podman/quadlet" "$quadlet"
+  rm -rf "$tmp"
+  trap - EXIT
+fi
+echo "deps.sh: quadlet $("$quadlet" -version) at $quadlet"
 
 want=$(awk '/^go /{print $2}' "$(dirname "$0")/../go.mod")
 if ! command -v go >/dev/null; then

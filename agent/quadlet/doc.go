@@ -1,5 +1,6 @@
 // Package quadlet turns a host's desired containers (agent/api.Desired) into the files the host
-// needs to run them under systemd through Podman Quadlet. The host agent writes what Render returns; `cairn site units` prints it.
+// needs to run them under systemd through Podman Quadlet, and checks those files with the real
+// quadlet generator. The host agent writes what Render returns; `cairn site units` prints it.
 //
 // Render makes, for each container, one .container unit named UnitName (cairn-NAME.container,
 // which quadlet turns into the service ServiceName, cairn-NAME.service; the prefix keeps a
@@ -26,13 +27,26 @@
 // A container's files go under Layout.ConfigDir in a directory named by the container and
 // ConfigHash, the hash of its files' targets and contents
 // (/var/lib/cairn/config/web-0123456789abcdef/etc/nginx/nginx.conf), each mounted read-only at
-// its target; the hash is also the container's CAIRN_CONFIG_HASH variable. So a change of a
+// its target (and relabelled private for SELinux, which Debian hosts do not run: podman then
+// skips it); the hash is also the container's CAIRN_CONFIG_HASH variable. So a change of a
 // file's content changes the unit and restarts the container, while an unchanged container
 // keeps a byte-identical unit.
 //
 // Render's output depends on the containers alone: not on the Desired's generation nor on the
 // order of containers, files or environment. So the agent restarts exactly the containers whose
 // units changed.
+//
+// Validate stages units in a temporary directory and runs quadlet -dryrun on them (podman 5.4's
+// /usr/libexec/podman/quadlet on a host; scripts/deps.sh installs the same binary at
+// /usr/local/libexec/cairn/quadlet on a build machine, and Find looks in both places). A
+// non-zero exit, a complaint on stderr or a unit missing from quadlet's output is an error: a
+// UnitError naming the unit and quoting quadlet where quadlet names one. Generate does the same
+// and returns the service units quadlet makes.
+//
+// The registries.conf drop-in maps each registry domain the images name to the appliance's
+// registry (Desired.Registry/DOMAIN, insecure: plain HTTP inside the site's network), with no
+// search registries, short names enforced and no mirrors. A registry with a port cannot be
+// mapped (a repository name has no ':'), so an image from one is refused.
 //
 // The package writes nothing to the host itself: placing the files, daemon-reload and
 // restarts are the host agent's.

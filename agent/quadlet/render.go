@@ -222,7 +222,8 @@ func (u *unit) text(field, s string) bool {
 		return false
 	}
 	if i := strings.IndexFunc(s, unicode.IsControl); i >= 0 {
-		u.fail(field, "contains the control character %q: a unit holds each value on one line; put such content in a file (files) instead", s[i:i+utf8.RuneLen(rune(s[i]))])
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		u.fail(field, "contains the control character %q: a unit holds each value on one line; put such content in a file (files) instead", r)
 		return false
 	}
 	return true

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/cairn-appliance/cairn/agent/api"
+	"github.com/cairn-appliance/cairn/agent/initramfs"
 	"github.com/cairn-appliance/cairn/airgap"
 	"github.com/cairn-appliance/cairn/daemon/state"
 	"github.com/cairn-appliance/cairn/daemon/token"
@@ -188,7 +189,7 @@ func (s *server) plan(w http.ResponseWriter, r *http.Request) {
 		}
 		// Each plan is a new attempt, with a new host token: the one the configdrive carries.
 		h.HostTokenHash = hostHash
-		plan.ConfigDrive, err = configDrive(h, sp, cur, base, hostToken)
+		plan.ConfigDrive, err = configDrive(h, sp, cur, base, hostToken, s.hostAgentURL(base))
 		if err != nil {
 			return http.StatusConflict, api.Error{Error: fmt.Sprintf("no plan for %s: %v", h.Name, err)}, nil
 		}
@@ -201,6 +202,17 @@ func (s *server) plan(w http.ResponseWriter, r *http.Request) {
 		h.Phase, h.Progress, h.Reason, h.Message = state.Provisioning, 0, "", "plan fetched"
 		return http.StatusOK, plan, nil
 	})
+}
+
+// hostAgentURL is where a new host fetches cairn-agent for host mode: its blob in the
+// appliance's registry, which the URL's digest names (so the host checks what it got). ""
+// when the store carries no agent.
+func (s *server) hostAgentURL(base string) string {
+	_, p, err := s.Content.Find(airgap.KindFile, initramfs.AgentArtifact)
+	if err != nil {
+		return ""
+	}
+	return base + "/v2/" + "files/" + initramfs.AgentArtifact + "/blobs/" + p.Digest.String()
 }
 
 func (s *server) reportProgress(w http.ResponseWriter, r *http.Request) {

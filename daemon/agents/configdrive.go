@@ -23,11 +23,15 @@ import (
 //     none), the gateway and DNS, on the network card with the MAC it booted from;
 //   - user-data: host name and domain, the site's SSH keys, time zone, the NTP servers for
 //     systemd-timesyncd, and the file systems and mounts of the site's extra partitions;
-//   - the host agent's file: the appliance's URL, the host's name and its new host token.
+//   - the host agent's file: the appliance's URL, the host's name and its new host token;
+//   - when the store carries cairn-agent (agentURL, its blob in the registry), a first-boot
+//     command that fetches it, checks its sha256 (the blob's digest), and installs and starts
+//     it in host mode (cairn-agent host install), which reads the host agent's file from the
+//     configdrive.
 //
 // cloud-init reads YAML, of which JSON is a part: encoding/json writes every file, and so
 // escapes whatever the site holds.
-func configDrive(h *state.Host, sp spec, cur *site.Site, server, hostToken string) (api.ConfigDrive, error) {
+func configDrive(h *state.Host, sp spec, cur *site.Site, server, hostToken, agentURL string) (api.ConfigDrive, error) {
 	nonce := make([]byte, 4)
 	_, _ = rand.Read(nonce)
 	meta := map[string]string{
@@ -66,6 +70,9 @@ func configDrive(h *state.Host, sp spec, cur *site.Site, server, hostToken strin
 	if len(files) > 0 {
 		user["write_files"] = files
 	}
+	if agentURL != "" {
+		user["runcmd"] = []any{[]string{"sh", "-c", installAgent(agentURL)}}
+	}
 	agent, err := json.Marshal(api.HostAgent{Server: server, Host: h.Name, Token: hostToken})
 	if err != nil {
 		return api.ConfigDrive{}, err
@@ -75,6 +82,21 @@ func configDrive(h *state.Host, sp spec, cur *site.Site, server, hostToken strin
 		cd.NetworkConfig = jsonLine(netcfg)
 	}
 	return cd, nil
+}
+
+// installAgent is the first-boot script that installs the host agent from url, a registry blob
+// URL ending in its sha256 digest.
+func installAgent(url string) string {
+	hexDigest := url[strings.LastIndex(url, ":")+1:]
+	return strings.Join([]string{
+		"set -eu",
+		"new=/usr/local/bin/.cairn-agent.new",
+		"curl -fsS --retry 20 --retry-all-errors --retry-delay 3 -o \"$new\" '" + url + "'",
+		"echo '" + hexDigest + "  '\"$new\" | sha256sum --check --quiet --strict",
+		"chmod 0755 \"$new\"",
+		"mv \"$new\" /usr/local/bin/cairn-agent",
+		"/usr/local/bin/cairn-agent host install",
+	}, "\n")
 }
 
 // network is the host's network-config (version 2): the card with the MAC it booted from gets

@@ -111,7 +111,7 @@ func TestConfigDriveNetwork(t *testing.T) {
 		DNS: []netip.Addr{netip.MustParseAddr("10.20.0.1")}, NTP: []string{"10.20.0.1", "ntp.rack1.example"}}}
 	h := &state.Host{Name: "web-01", MAC: macWeb, Provision: 2}
 	sp := spec{MAC: macWeb, IP: "10.20.0.11", Partitions: []site.Partition{{Label: "swap", Filesystem: "swap"}, {Label: "data", Mount: "/srv"}}}
-	cd, err := configDrive(h, sp, cur, "http://10.20.0.1:5000", "TOKEN")
+	cd, err := configDrive(h, sp, cur, "http://10.20.0.1:5000", "TOKEN", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,28 @@ func TestConfigDriveNetwork(t *testing.T) {
 	}
 	// A host without an address in the site asks DHCP.
 	sp.IP = ""
-	if cd, _ = configDrive(h, sp, cur, "http://10.20.0.1:5000", "TOKEN"); !strings.Contains(cd.NetworkConfig, `"dhcp4":true`) {
+	if cd, _ = configDrive(h, sp, cur, "http://10.20.0.1:5000", "TOKEN", ""); !strings.Contains(cd.NetworkConfig, `"dhcp4":true`) {
 		t.Errorf("without an address: %s", cd.NetworkConfig)
+	}
+}
+
+// TestConfigDriveInstallsTheHostAgent: with cairn-agent in the store, the first boot fetches
+// it from its registry blob, checks it against the digest the URL names, and installs it.
+func TestConfigDriveInstallsTheHostAgent(t *testing.T) {
+	h := &state.Host{Name: "web-01", MAC: macWeb, Provision: 1}
+	url := "http://10.20.0.1:5000/v2/files/cairn-agent/blobs/sha256:" + strings.Repeat("ab", 32)
+	cd, err := configDrive(h, spec{MAC: macWeb}, nil, "http://10.20.0.1:5000", "TOKEN", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"runcmd":[["sh","-c","set -eu`, "curl -fsS", "'" + url + "'",
+		"echo '" + strings.Repeat("ab", 32) + "  '", "sha256sum --check", "/usr/local/bin/cairn-agent host install"} {
+		if !strings.Contains(cd.UserData, want) {
+			t.Errorf("user-data lacks %q:\n%s", want, cd.UserData)
+		}
+	}
+	// Control: without the agent in the store there is nothing to run.
+	if cd, _ = configDrive(h, spec{MAC: macWeb}, nil, "http://10.20.0.1:5000", "TOKEN", ""); strings.Contains(cd.UserData, "runcmd") {
+		t.Errorf("user-data runs a command without an agent to install: %s", cd.UserData)
 	}
 }

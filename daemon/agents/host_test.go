@@ -48,7 +48,7 @@ command = ["wget", "-q", "http://127.0.0.1/"]
 source = "files/index.html"
 target = "/www/index.html"
 `,
-		"files/index.html": "<h1>lab</h1>\n",
+		"files/index.html":  "<h1>lab</h1>\n",
 		"hosts/web-01.toml": "mac = \"52:54:00:20:00:11\"\nroles = [\"web\"]\n",
 		"hosts/db-01.toml":  "mac = \"52:54:00:20:00:21\"\n",
 	})

@@ -23,7 +23,7 @@ func newSiteCmd() *cobra.Command {
 		Args:  cobra.NoArgs, // an unknown sub-command is a usage error, not a request for help
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newSiteValidateCmd(), newSitePlanCmd(), newSiteShowCmd(), newSiteSchemaCmd())
+	cmd.AddCommand(newSiteValidateCmd(), newSitePlanCmd(), newSiteShowCmd(), newSiteUnitsCmd(), newSiteSchemaCmd())
 	return cmd
 }
 

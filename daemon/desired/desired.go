@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cairn-appliance/cairn/agent/api"
+	"github.com/cairn-appliance/cairn/daemon/plan"
 	"github.com/cairn-appliance/cairn/site"
 )
 
@@ -139,4 +140,22 @@ func dur(d site.Duration, def time.Duration) string {
 		return def.String()
 	}
 	return time.Duration(d).String()
+}
+
+// ForHost is the Desired of host name of site s, its images resolved with resolve, as the
+// daemon would serve it once s is applied (generation aside): what cairn site units renders.
+func ForHost(s *site.Site, name string, resolve func(site.Image) (string, error), registry string) (*api.Desired, error) {
+	ds, err := (&plan.Memo{Resolve: resolve}).Desire(s)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := ds[name]
+	if !ok {
+		names := make([]string, 0, len(s.Hosts))
+		for _, h := range s.Hosts {
+			names = append(names, h.Name)
+		}
+		return nil, fmt.Errorf("the site has no host %q; its hosts are %s", name, strings.Join(names, ", "))
+	}
+	return Of(Input{Host: name, Containers: d.Containers, Digests: d.Digests, Registry: registry, File: Files(s)})
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	agentapi "github.com/cairn-appliance/cairn/agent/api"
 	"github.com/cairn-appliance/cairn/daemon"
 	"github.com/cairn-appliance/cairn/daemon/api"
 	"github.com/cairn-appliance/cairn/site"
@@ -77,7 +80,7 @@ func newStatusCmd() *cobra.Command {
 			}
 			fmt.Fprintln(w)
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tPHASE\tPROGRESS\tIP\tMAC\tLAST EVENT")
+			fmt.Fprintln(tw, "HOST\tPHASE\tPROGRESS\tCONTAINERS\tIP\tMAC\tLAST EVENT")
 			for _, h := range hosts {
 				progress, last := "-", "-"
 				if h.Phase == "provisioning" {
@@ -93,13 +96,62 @@ func newStatusCmd() *cobra.Command {
 				if h.Reason != "" {
 					phase += " (" + h.Reason + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, phase, progress, dash(h.IP), h.MAC, last)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, phase, progress, containerSummary(h.Agent), dash(h.IP), h.MAC, last)
 			}
 			return tw.Flush()
 		}),
 	}
 	addServerFlag(cmd, &server)
 	return cmd
+}
+
+// containerSummary sums up a host agent's report (agent/api.HostStatus) for cairn status:
+// how many of its containers run healthy, "-" without a report.
+func containerSummary(raw json.RawMessage) string {
+	var st agentapi.HostStatus
+	if len(raw) == 0 || json.Unmarshal(raw, &st) != nil {
+		return "-"
+	}
+	ok := 0
+	for _, c := range st.Containers {
+		if c.State == "running" && (c.Health == "" || c.Health == "healthy") {
+			ok++
+		}
+	}
+	return fmt.Sprintf("%d/%d ok (gen %d)", ok, len(st.Containers), st.Applied)
+}
+
+// writeContainers prints a host agent's report for cairn host show.
+func writeContainers(w io.Writer, raw json.RawMessage, want int64, seen time.Time) {
+	var st agentapi.HostStatus
+	if json.Unmarshal(raw, &st) != nil {
+		return
+	}
+	fmt.Fprintf(w, "  agent       %s: generation %d applied of %d", st.State, st.Applied, want)
+	if st.Attempted != st.Applied {
+		fmt.Fprintf(w, " (%d tried)", st.Attempted)
+	}
+	if st.Reason != "" {
+		fmt.Fprintf(w, ": %s", st.Reason)
+	}
+	if !seen.IsZero() {
+		fmt.Fprintf(w, "; reported %s", seen.Local().Format(time.RFC3339))
+	}
+	fmt.Fprintln(w)
+	if len(st.Containers) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\ncontainers:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tSTATE\tHEALTH\tRESTARTS\tSTARTED\tIMAGE DIGEST")
+	for _, c := range st.Containers {
+		started := "-"
+		if !c.Started.IsZero() {
+			started = c.Started.Local().Format("2006-01-02 15:04:05")
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", c.Name, c.State, dash(c.Health), c.Restarts, started, dash(shortDigest(c.Digest)))
+	}
+	_ = tw.Flush()
 }
 
 func newHostCmd() *cobra.Command {
@@ -139,6 +191,9 @@ func newHostCmd() *cobra.Command {
 			}
 			if len(d.Spec) > 0 {
 				fmt.Fprintf(w, "  spec        %s\n", d.Spec)
+			}
+			if len(d.Agent) > 0 {
+				writeContainers(w, d.Agent, d.ContainersGeneration, d.AgentSeen)
 			}
 			if d.Snippet != "" {
 				fmt.Fprintf(w, "\nThis machine is not in the site. To provision it, save this as hosts/NAME.toml in the site:\n\n%s", d.Snippet)

@@ -101,6 +101,10 @@ type Host struct {
 	LastEvent            *state.Event    `json:"last_event,omitempty"`
 	Spec                 json.RawMessage `json:"spec,omitempty"`
 	Containers           json.RawMessage `json:"containers,omitempty"`
+	// Agent is the host agent's last report (agent/api.HostStatus): the generation it runs and
+	// each of its containers; AgentSeen when it last changed.
+	Agent     json.RawMessage `json:"agent,omitempty"`
+	AgentSeen time.Time       `json:"agent_seen,omitzero"`
 	// Snippet is a host file for a discovered machine, ready to paste into hosts/NAME.toml.
 	Snippet string `json:"snippet,omitempty"`
 }
@@ -116,7 +120,7 @@ type HostDetail struct {
 func view(h state.Host) Host {
 	return Host{Name: h.Name, MAC: h.MAC, IP: h.IP, Phase: h.Phase, Reason: h.Reason, Progress: h.Progress, Message: h.Message,
 		Provision: h.Provision, ContainersGeneration: h.ContainersGeneration, Updated: h.Updated,
-		Spec: h.Spec, Containers: h.Containers, Snippet: agents.Snippet(h)}
+		Spec: h.Spec, Containers: h.Containers, Agent: h.Agent, AgentSeen: h.AgentSeen, Snippet: agents.Snippet(h)}
 }
 
 // snapshot reads everything a page or a status needs in one transaction.

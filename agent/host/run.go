@@ -110,8 +110,8 @@ type runner struct {
 
 	mu         sync.Mutex // guards what follows
 	c          *client
-	retriedGen int64 // a failed generation this run has tried again
-	retried    bool
+	tried      int64 // the generation this run tried last
+	triedAny   bool
 
 	sendMu sync.Mutex      // one post at a time, in order; guards what follows
 	sent   *api.HostStatus // the last status the appliance took
@@ -173,6 +173,9 @@ func (r *runner) poll(ctx context.Context) {
 			}
 			continue
 		}
+		r.mu.Lock()
+		r.tried, r.triedAny = d.Generation, true
+		r.mu.Unlock()
 		st, _ := r.a.Apply(ctx, d)
 		r.send(ctx, st, true)
 	}
@@ -192,8 +195,8 @@ func (r *runner) generation() int64 {
 }
 
 // shouldApply says whether d is worth an Apply: it differs from what runs, and it is not a
-// generation that failed, unless that failure changed nothing and is RetryFailed old, or this
-// run has not tried it yet.
+// generation that failed, unless that failure changed nothing and is RetryFailed old, or it
+// failed before this run (the agent restarted: it tries once more).
 func (r *runner) shouldApply(d *api.Desired) bool {
 	at := r.a.LastAttempt()
 	if cur := r.a.Applied(); cur != nil && sameDesired(cur, d) {
@@ -203,15 +206,9 @@ func (r *runner) shouldApply(d *api.Desired) bool {
 		return true
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch {
-	case !r.retried || r.retriedGen != d.Generation:
-		r.retried, r.retriedGen = true, d.Generation
-		return true
-	case at.Retryable && r.rc.Now().Sub(at.Time) >= r.rc.RetryFailed:
-		return true
-	}
-	return false
+	triedHere := r.triedAny && r.tried == d.Generation
+	r.mu.Unlock()
+	return !triedHere || at.Retryable && r.rc.Now().Sub(at.Time) >= r.rc.RetryFailed
 }
 
 // report looks at the host's status every CheckEvery and sends it when it changed or

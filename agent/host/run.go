@@ -108,10 +108,10 @@ type runner struct {
 	rc RunConfig
 	a  *Agent
 
-	mu         sync.Mutex // guards what follows
-	c          *client
-	tried      int64 // the generation this run tried last
-	triedAny   bool
+	mu       sync.Mutex // guards what follows
+	c        *client
+	tried    int64 // the generation this run tried last
+	triedAny bool
 
 	sendMu sync.Mutex      // one post at a time, in order; guards what follows
 	sent   *api.HostStatus // the last status the appliance took

@@ -254,18 +254,18 @@ func startConverging(cfg Config, opts Options, w wiring) (state.Store, *converge
 		return a.Digest.String(), err
 	}
 	issuer := &token.Issuer{Store: st, Ephemeral: w.ephemeral != "" && !cfg.AllowEphemeral}
-	operator, err := api.New(api.Config{Store: st, Current: conv.Current, Log: w.log, Version: opts.Version, Ephemeral: w.ephemeral,
-		Backup: conv.backup(st, cfg.Upper, filepath.Dir(cfg.State), opts.Version)})
-	if err != nil {
-		_ = st.Close()
-		return nil, nil, nil, err
-	}
 	bootH, err := boot.New(boot.Config{Store: st, Tokens: issuer, Content: content, Log: w.log})
 	if err != nil {
 		_ = st.Close()
 		return nil, nil, nil, err
 	}
 	agentH, err := agents.New(agents.Config{Store: st, Content: content, Log: w.log, Site: func() *site.Site { return conv.Current().Site }})
+	if err != nil {
+		_ = st.Close()
+		return nil, nil, nil, err
+	}
+	operator, err := api.New(api.Config{Store: st, Current: conv.Current, Log: w.log, Version: opts.Version, Ephemeral: w.ephemeral,
+		Backup: conv.backup(st, cfg.Upper, filepath.Dir(cfg.State), opts.Version), Logs: agentH.Logs})
 	if err != nil {
 		_ = st.Close()
 		return nil, nil, nil, err

@@ -296,6 +296,9 @@ type Desired struct {
 	// registry to it, with no fallback.
 	Registry   string      `json:"registry"`
 	Containers []Container `json:"containers"`
+	// Logs are operators' requests for container logs waiting for this host (not part of
+	// the desired state: they do not change Generation).
+	Logs []LogRequest `json:"logs,omitempty"`
 }
 
 // Container is one container a host runs.
@@ -364,4 +367,18 @@ type ContainerStatus struct {
 	Health   string    `json:"health,omitempty"` // healthy, unhealthy, starting; "" without a check
 	Restarts int       `json:"restarts"`
 	Started  time.Time `json:"started,omitzero"`
+}
+
+// CallLogs: the host agent POSTs the output of a LogRequest, as it comes (a chunked body of
+// plain text), to HostPath(host, CallLogs)+"/"+ID. The daemon hands it to the operator who
+// asked; when the operator goes, the POST is cut, and the agent stops reading the logs.
+const CallLogs = "logs"
+
+// LogRequest asks the host agent for a container's logs: an operator's cairn host logs. It
+// comes with a Desired answer, which a new request wakes from its long poll.
+type LogRequest struct {
+	ID        string `json:"id"`
+	Container string `json:"container"`
+	Follow    bool   `json:"follow,omitempty"`
+	Tail      int    `json:"tail,omitempty"` // the last lines only; 0 for all
 }

@@ -105,6 +105,46 @@ func newStatusCmd() *cobra.Command {
 	return cmd
 }
 
+func newHostLogsCmd() *cobra.Command {
+	var server string
+	var follow bool
+	var tail int
+	cmd := &cobra.Command{
+		Use:   "logs NAME [CONTAINER]",
+		Short: "Show a container's logs, streamed from its host through the appliance; without CONTAINER, list the host's containers",
+		Long: `Asks the host's cairn-agent for the output of one of its containers (podman logs) and
+prints it as it comes: the agent sends it to the appliance, so the host needs no open port.
+Run it on the appliance: logs may hold secrets, and the daemon serves them to the appliance
+itself only. Without CONTAINER it lists the containers the host's agent last reported.`,
+		Example: `  cairn host logs web-01
+  cairn host logs web-01 web --tail 100
+  cairn host logs web-01 web -f`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			c, err := client(server)
+			if err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				d, err := c.Host(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if len(d.Agent) == 0 {
+					return fmt.Errorf("host %s's agent has not reported yet (phase %s): no containers to show", d.Name, d.Phase)
+				}
+				writeContainers(cmd.OutOrStdout(), d.Agent, d.ContainersGeneration, d.AgentSeen)
+				return nil
+			}
+			return c.Logs(cmd.Context(), args[0], args[1], follow, tail, cmd.OutOrStdout())
+		}),
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until interrupted")
+	cmd.Flags().IntVar(&tail, "tail", 0, "only the last N lines (0: all)")
+	addServerFlag(cmd, &server)
+	return cmd
+}
+
 // containerSummary sums up a host agent's report (agent/api.HostStatus) for cairn status:
 // how many of its containers run healthy, "-" without a report.
 func containerSummary(raw json.RawMessage) string {
@@ -229,6 +269,6 @@ shows it first as a destructive change. Commit the edit if the site lives in git
 		}),
 	}
 	reprov.Flags().StringVar(&siteDir, "site", "", "the site directory")
-	cmd.AddCommand(show, reprov)
+	cmd.AddCommand(show, reprov, newHostLogsCmd())
 	return cmd
 }

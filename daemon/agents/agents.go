@@ -82,6 +82,7 @@ type server struct {
 	Config
 
 	hosts hostWaiters // long-polling host agents
+	logs  logHub      // operators' log requests
 
 	mu       sync.Mutex
 	progress map[string]recorded  // by MAC: the last progress recorded
@@ -94,7 +95,7 @@ type recorded struct {
 }
 
 // New returns the handler of the agent API: mount it at agent/api.PathPrefix ("/agent/v1/").
-func New(cfg Config) (http.Handler, error) {
+func New(cfg Config) (*Handler, error) {
 	if cfg.Store == nil || cfg.Content == nil {
 		return nil, errors.New("agents: a state store and the store's content are needed")
 	}
@@ -122,7 +123,15 @@ func New(cfg Config) (http.Handler, error) {
 	hp := api.PathPrefix + "hosts/{host}/"
 	mux.HandleFunc("GET "+hp+api.CallDesired, s.desired)
 	mux.HandleFunc("POST "+hp+api.CallStatus, s.status)
-	return mux, nil
+	mux.HandleFunc("POST "+hp+api.CallLogs+"/{id}", s.logAnswer)
+	return &Handler{Handler: mux, s: s}, nil
+}
+
+// Handler is the agent API's handler, and the appliance's side of what hosts answer later
+// (Logs).
+type Handler struct {
+	http.Handler
+	s *server
 }
 
 // now is the clock; tests replace it.

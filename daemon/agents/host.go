@@ -107,7 +107,7 @@ func (s *server) desired(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return
 		}
-		if h.ContainersGeneration != have || ctx.Err() != nil {
+		if h.ContainersGeneration != have || ctx.Err() != nil || s.logs.waiting(h.Name) {
 			s.answerDesired(w, r, h)
 			return
 		}
@@ -138,6 +138,7 @@ func (s *server) answerDesired(w http.ResponseWriter, r *http.Request, h state.H
 		fail(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
+	d.Logs = s.logs.take(h.Name)
 	reply(w, http.StatusOK, d)
 }
 
@@ -226,10 +227,22 @@ type hostWaiters struct {
 	by   map[string]chan struct{}
 }
 
+// wake wakes the long polls of host name now.
+func (hw *hostWaiters) wake(name string) {
+	hw.mu.Lock()
+	defer hw.mu.Unlock()
+	if c, ok := hw.by[name]; ok {
+		close(c)
+		delete(hw.by, name)
+	}
+}
+
 // wait returns a channel closed at the next committed write of host name.
 func (hw *hostWaiters) wait(name string) <-chan struct{} {
 	hw.once.Do(func() {
+		hw.mu.Lock()
 		hw.by = map[string]chan struct{}{}
+		hw.mu.Unlock()
 		changes, _ := hw.st.Subscribe() // for the life of the store
 		go func() {
 			for ch := range changes {

@@ -29,6 +29,7 @@ type hostEnv struct {
 	web, db  string // the hosts' tokens
 	desired  map[string]plan.Desired
 	siteData *site.Site
+	handler  *Handler
 }
 
 // newHostEnv serves the agent API over a real state holding two provisioned hosts of a small
@@ -81,6 +82,7 @@ target = "/www/index.html"
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.handler = h
 	e.srv = httptest.NewServer(h)
 	t.Cleanup(e.srv.Close)
 	return e

@@ -44,6 +44,8 @@ type Config struct {
 	Ephemeral string
 	// Backup, when set, prepares a backup archive for /api/v1/backup.
 	Backup func(ctx context.Context) (Archive, error)
+	// Logs, when set, streams a container's logs from its host for /api/v1/hosts/{name}/logs.
+	Logs Logs
 }
 
 type server struct {
@@ -67,6 +69,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /api/v1/status", s.status)
 	mux.HandleFunc("GET /api/v1/hosts", s.hosts)
 	mux.HandleFunc("GET /api/v1/hosts/{name}", s.host)
+	mux.HandleFunc("GET /api/v1/hosts/{name}/logs", s.logs)
 	mux.HandleFunc("GET /api/v1/events", s.events)
 	mux.HandleFunc("GET /api/v1/plan", s.plan)
 	mux.HandleFunc("GET /api/v1/backup", s.backup)

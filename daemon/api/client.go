@@ -126,22 +126,27 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		msg := strings.TrimSpace(string(body))
-		var e ErrorAnswer
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		if len(msg) > maxMessage {
-			msg = strings.ToValidUTF8(msg[:maxMessage], "") + " …"
-		}
-		return 0, &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: msg}
+		return 0, c.statusError(resp)
 	}
 	n, err := io.Copy(w, resp.Body)
 	if err != nil {
 		return n, fmt.Errorf("copying the backup from the daemon at %s: %w", c.shown, err)
 	}
 	return n, nil
+}
+
+// statusError reads the error answer of a call that streams its answer.
+func (c *Client) statusError(resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	msg := strings.TrimSpace(string(body))
+	var e ErrorAnswer
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	if len(msg) > maxMessage {
+		msg = strings.ToValidUTF8(msg[:maxMessage], "") + " …"
+	}
+	return &StatusError{Code: resp.StatusCode, Status: resp.Status, Message: msg}
 }
 
 // Unreachable reports whether err says that no daemon answered at all (nothing listens at the

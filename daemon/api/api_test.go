@@ -35,6 +35,8 @@ func fixture(t *testing.T, loadError string) *httptest.Server {
 				h.Inventory = json.RawMessage(fmt.Sprintf(`{"mac":%q,"disks":[{"name":"vda","path":"/dev/vda","by_id":["/dev/disk/by-id/virtio-d%d"],"size_bytes":21474836480,"model":"<b>QEMU</b>"}]}`, h.MAC, i))
 			case state.Failed:
 				h.Reason = "disk /dev/sda not found"
+			case state.Ready:
+				h.Agent = json.RawMessage(`{"applied":1,"attempted":1,"state":"ready","containers":[{"name":"web","state":"running","health":"healthy","restarts":2}]}`)
 			}
 			if err := tx.PutHost(h); err != nil {
 				return err
@@ -151,7 +153,7 @@ func TestPage(t *testing.T) {
 		t.Errorf("the page shows %d host rows, want 20", n)
 	}
 	for _, want := range []string{"hosts/x.toml:3:1", `http-equiv="refresh"`, `name="viewport"`, "disk /dev/sda not found", "<progress",
-		"writing: 1.2 of 2.9 GiB", "Discovered machines", `id="snippet-node-07"`, "mac = &#34;52:54:00:00:00:07&#34;", "&lt;b&gt;QEMU&lt;/b&gt;"} {
+		"writing: 1.2 of 2.9 GiB", `<span class="mono">web</span> running (healthy) <span class="meta">2 restarts</span>`, "Discovered machines", `id="snippet-node-07"`, "mac = &#34;52:54:00:00:00:07&#34;", "&lt;b&gt;QEMU&lt;/b&gt;"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q", want)
 		}

@@ -1,17 +1,27 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"html/template"
 	"net/http"
 	"time"
 
+	agentapi "github.com/cairn-appliance/cairn/agent/api"
 	"github.com/cairn-appliance/cairn/daemon/state"
 )
 
 // The status page: plain HTML rendered on the server, refreshing itself every few seconds,
 // with no script and no outside resource (the appliance has no internet, nor need its viewer).
 var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
+	// containers reads a host agent's report (agent/api.HostStatus) for the page.
+	"containers": func(raw json.RawMessage) []agentapi.ContainerStatus {
+		var st agentapi.HostStatus
+		if len(raw) == 0 || json.Unmarshal(raw, &st) != nil {
+			return nil
+		}
+		return st.Containers
+	},
 	"ago": func(t time.Time) string {
 		if t.IsZero() {
 			return ""
@@ -72,17 +82,18 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 <ul class="phases">{{range .Phases}}<li><span class="badge {{.Phase}}">{{.Phase}} {{.Count}}</span></li>{{end}}</ul>
 <div class="table">
 <table>
-<thead><tr><th>Host</th><th>Phase</th><th>Progress</th><th>IP</th><th class="wide">MAC</th><th>Last event</th></tr></thead>
+<thead><tr><th>Host</th><th>Phase</th><th>Progress</th><th>Containers</th><th>IP</th><th class="wide">MAC</th><th>Last event</th></tr></thead>
 <tbody>
 {{range .Hosts}}<tr id="host-{{.Name}}">
   <td class="name">{{.Name}}</td>
   <td><span class="badge {{.Phase}}">{{.Phase}}</span>{{with .Reason}}<div class="meta">{{.}}</div>{{end}}</td>
   <td>{{if eq .Phase "provisioning"}}<progress max="100" value="{{.Progress}}">{{.Progress}}%</progress> {{.Progress}}%{{with .Message}}<div class="meta">{{.}}</div>{{end}}{{end}}</td>
+  <td>{{range containers .Agent}}<div><span class="mono">{{.Name}}</span> {{.State}}{{with .Health}} ({{.}}){{end}}{{if .Restarts}} <span class="meta">{{.Restarts}} restarts</span>{{end}}</div>{{end}}</td>
   <td class="mono">{{.IP}}</td>
   <td class="mono wide">{{.MAC}}</td>
   <td>{{with .LastEvent}}{{.Message}} <span class="meta">{{ago .Time}}</span>{{end}}</td>
 </tr>
-{{else}}<tr><td colspan="6" class="meta">No hosts yet.</td></tr>{{end}}
+{{else}}<tr><td colspan="7" class="meta">No hosts yet.</td></tr>{{end}}
 </tbody>
 </table>
 </div>

@@ -1,15 +1,22 @@
 // Command cairn-agent runs on the hosts cairn provisions. As /init of the netboot initramfs
 // (package agent/initramfs) it reports the machine's inventory and, in provision mode, fetches
 // its plan and carries it out: the OS image, the partitions and the configdrive onto the
-// machine's disk (package agent/netboot). Later, on the installed OS, it will keep the host's
-// containers running. It is built static (CGO_ENABLED=0) and imports no registry or build
-// code.
+// machine's disk (package agent/netboot). On the installed OS, in host mode (package
+// agent/host), it keeps the containers the appliance wants running, as Podman Quadlet units.
+// It is built static (CGO_ENABLED=0) and imports no registry or build code.
 //
 //	cairn-agent version     its version
 //	cairn-agent inventory   this machine's inventory, as the agent would report it (JSON)
 //	cairn-agent image write URL DEVICE --sha256 HEX [--format F] [--size N]
 //	                        write an OS image onto a disk by hand (package agent/image), from
 //	                        any Linux live system: to recover a machine without the daemon
+//	cairn-agent host run [--config FILE]
+//	                        host mode, the service: long-poll the host's desired containers,
+//	                        apply each generation, report the status
+//	cairn-agent host install [--config FILE]
+//	                        write, enable and start cairn-agent.service (host run)
+//	cairn-agent host status [--json]
+//	                        the applied generation and the containers cairn owns here
 package main
 
 import (
@@ -29,7 +36,8 @@ import (
 var version = "dev"
 
 const usage = `usage: cairn-agent version | inventory | image write URL DEVICE --sha256 HEX [--format F] [--size N]
-(as /init of the netboot initramfs it runs the mode the kernel command line names; the host mode is not implemented in this version)`
+       cairn-agent host run|install|status [--config FILE]
+(as /init of the netboot initramfs it runs the mode the kernel command line names)`
 
 func main() {
 	if os.Getpid() == 1 {
@@ -47,6 +55,11 @@ func main() {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(inv)
+	case len(os.Args) >= 2 && os.Args[1] == "host":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := hostCommand(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
 	case len(os.Args) >= 2 && os.Args[1] == "image":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := imageCommand(ctx, os.Args[2:], os.Stderr)

@@ -244,6 +244,12 @@ func (a *Agent) apply(ctx context.Context, d *api.Desired) error {
 	// From here on the host changes: a failure rolls back.
 	fail := func(ae *ApplyError) error {
 		ae.Generation = gen
+		if ctx.Err() != nil {
+			// The agent is stopping (the host shuts down, say): the pending mark stays, and
+			// the agent rolls back when it starts again.
+			ae.Err = fmt.Errorf("%w; interrupted: the agent rolls back when it starts again", ae.Err)
+			return ae
+		}
 		a.cfg.Log.Warn("rolling back", "generation", gen, "reason", ae.Err)
 		to := "to no generation: none ran before"
 		if cur := a.Applied(); cur != nil {
@@ -397,11 +403,12 @@ func (a *Agent) rollback(ctx context.Context, touched []string) error {
 	if err := a.restart(ctx, target, r, restart, false); err != nil {
 		errs = append(errs, err)
 	}
-	if err := removeJSON(p.StateDir, pendingFile); err != nil {
-		errs = append(errs, err)
-	}
 	_ = os.RemoveAll(p.StagingDir)
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		// The pending mark stays: the next start of the agent tries again.
+		return errors.Join(errs...)
+	}
+	return removeJSON(p.StateDir, pendingFile)
 }
 
 // Recover finishes what a killed agent left half-done: when a generation was being applied
@@ -421,9 +428,11 @@ func (a *Agent) Recover(ctx context.Context) error {
 	}
 	a.cfg.Log.Warn("the agent stopped while applying a generation: rolling back", "generation", gen)
 	err := a.rollback(ctx, pd.Touched)
-	a.mu.Lock()
-	a.st.pending = nil
-	a.mu.Unlock()
+	if err == nil {
+		a.mu.Lock()
+		a.st.pending = nil
+		a.mu.Unlock()
+	}
 	reason := fmt.Sprintf("the agent stopped while applying generation %d; rolled back", gen)
 	if err != nil {
 		reason += "; the rollback failed: " + err.Error()

@@ -444,3 +444,38 @@ func TestStatus(t *testing.T) {
 		t.Errorf("web's restarts = %d, want podman's 1 + systemd's 3", st.Containers[1].Restarts)
 	}
 }
+
+func TestInterruptedApplyRollsBackAtTheNextStart(t *testing.T) {
+	e := newEnv(t)
+	a := e.agent()
+	mustApply(t, a, desired(1, ctr("web", 'a')))
+	good, _ := os.ReadFile(filepath.Join(e.paths.UnitDir, "cairn-web.container"))
+	e.host.take()
+
+	// The agent is stopped (SIGTERM) while it waits for web's restart.
+	ctx, cancel := context.WithCancel(context.Background())
+	e.host.onRestart = func(string) { cancel() }
+	_, err := a.Apply(ctx, desired(2, ctr("web", 'b')))
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("Apply = %v, want interrupted", err)
+	}
+	equalCalls(t, "the interrupted apply: no rollback on the way out", e.host.take(), []string{
+		"validate cairn-web.container",
+		"pull " + ref('b'),
+		"reload [cairn-web.container] staged=0",
+		"restart cairn-web.service",
+	})
+	e.host.onRestart = nil
+
+	a2 := e.agent()
+	if err := a2.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	equalCalls(t, "the next start", e.host.take(), []string{
+		"reload [cairn-web.container] staged=0",
+		"restart cairn-web.service",
+	})
+	if now, _ := os.ReadFile(filepath.Join(e.paths.UnitDir, "cairn-web.container")); string(now) != string(good) {
+		t.Error("the unit is not generation 1's after the next start")
+	}
+}

@@ -40,6 +40,7 @@ type fakeHost struct {
 	validErr   error
 	reloadErr  error
 	restarts   map[string]int // service -> NRestarts
+	onRestart  func(unit string)
 	lists      int
 }
 
@@ -117,6 +118,12 @@ func (f *fakeHost) Start(ctx context.Context, unit string) (string, error) {
 
 func (f *fakeHost) Restart(ctx context.Context, unit string) (string, error) {
 	f.record("restart %s", unit)
+	if f.onRestart != nil {
+		f.onRestart(unit)
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	name := containerOfService(unit)

@@ -183,10 +183,14 @@ func (r *runner) poll(ctx context.Context) {
 
 var errWrongHost = &StatusError{Code: http.StatusConflict, Message: "the desired state names another host"}
 
-// generation is the one the appliance is told the host has: the last tried.
+// generation is the one the appliance is told the host has: the last this run tried (so
+// that a generation that failed is not sent again at once), else the applied one.
 func (r *runner) generation() int64 {
-	if at := r.a.LastAttempt(); at.Generation != 0 || at.Failed {
-		return at.Generation
+	r.mu.Lock()
+	tried, ok := r.tried, r.triedAny
+	r.mu.Unlock()
+	if ok {
+		return tried
 	}
 	if cur := r.a.Applied(); cur != nil {
 		return cur.Generation

@@ -17,8 +17,8 @@ func FuzzLoad(f *testing.F) {
 		}
 		return string(b)
 	}
-	f.Add(read("../examples/site/site.toml"), read("../examples/site/hosts/db-01.toml"), read("../examples/site/roles/web.toml"))
-	f.Add(read("../examples/site/site.toml"), read("../examples/site/hosts/web-01.toml"), read("../examples/site/roles/db.toml"))
+	f.Add(read("../examples/site/site.toml"), read("../examples/site/hosts/mirror-01.toml"), read("../examples/site/roles/web.toml"))
+	f.Add(read("../examples/site/site.toml"), read("../examples/site/hosts/web-01.toml"), read("../examples/site/roles/mirror.toml"))
 	f.Add(read("testdata/types/site.toml"), read("testdata/types/hosts/b.toml"), read("testdata/containers/roles/app.toml"))
 	f.Add(read("testdata/unknown-key/site.toml"), read("testdata/unknown-key/hosts/a.toml"), read("testdata/unknown-key/roles/web.toml"))
 	f.Add(read("testdata/network/site.toml"), read("testdata/host/hosts/a.toml"), read("testdata/roles/roles/metrics.toml"))

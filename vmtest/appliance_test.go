@@ -32,7 +32,7 @@ import (
 const readyTimeout = 180 * time.Second
 
 const (
-	imageName   = "docker.io/library/nginx:1.27-alpine" // as examples/build.toml carries it
+	imageName   = "examples.cairn.internal/httpd:1.37.0" // as examples/build.toml carries it
 	osImageName = "debian-12"
 	volumeLabel = "CAIRN_VMTEST" // not the default, so the label reaches the daemon through the boot menu
 	sourceDate  = 1767225600     // 2026-01-01
@@ -203,8 +203,9 @@ func bootAndPull(t *testing.T, fw Firmware, media Media) {
 	vm.Start()
 	line := vm.WaitSerial(daemon.ReadyPrefix, readyTimeout)
 	t.Logf("%s from a %s: cairn.service ready %s after power-on", fw, media, vm.Uptime().Round(time.Second))
-	if !strings.Contains(line, "artifacts=10") || !strings.Contains(line, "/cairn/store") {
-		t.Errorf("ready line %q: want it to serve the 10 artifacts of the medium's /cairn/store", line)
+	// Two images, the OS image, three iPXE binaries, the agent's vmlinuz, initramfs and binary.
+	if !strings.Contains(line, "artifacts=9") || !strings.Contains(line, "/cairn/store") {
+		t.Errorf("ready line %q: want it to serve the 9 artifacts of the medium's /cairn/store", line)
 	}
 	addr := vm.Addr(5000)
 

@@ -120,7 +120,7 @@ func TestValidateGitHub(t *testing.T) {
 
 func TestShow(t *testing.T) {
 	_, out, _ := cairn(t, "site", "show", "../../examples/site")
-	for _, want := range []string{"web-01", "52:54:00:20:00:11", "10.20.0.11", "nginx,node-exporter", "first-nonremovable"} {
+	for _, want := range []string{"web-01", "52:54:00:20:00:11", "10.20.0.11", "httpd,metrics", "first-nonremovable"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("site show output lacks %q:\n%s", want, out)
 		}

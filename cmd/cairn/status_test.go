@@ -20,7 +20,7 @@ func TestStatusAndHostShow(t *testing.T) {
 		_ = tx.PutHost(state.Host{Name: "web-01", MAC: "52:54:00:20:00:11", IP: "10.20.0.11", Phase: state.Provisioning, Progress: 42, Message: "writing: 1.2 of 2.9 GiB"})
 		_ = tx.PutHost(state.Host{Name: "discovered-525400200099", MAC: "52:54:00:20:00:99", Phase: state.Discovered,
 			Inventory: []byte(`{"mac":"52:54:00:20:00:99","disks":[{"name":"sda","path":"/dev/sda","by_id":["/dev/disk/by-id/ata-QEMU_HARDDISK_QM00001"],"size_bytes":21474836480}]}`)})
-		_ = tx.PutHost(state.Host{Name: "db-01", MAC: "52:54:00:20:00:21", Phase: state.Failed, Reason: "no disk"})
+		_ = tx.PutHost(state.Host{Name: "mirror-01", MAC: "52:54:00:20:00:21", Phase: state.Failed, Reason: "no disk"})
 		return tx.Append(state.Event{Host: "web-01", Kind: "host.phase", Message: "writing the disk"})
 	})
 	s, err := site.Load("../../examples/site")
@@ -71,12 +71,12 @@ func TestHostReprovision(t *testing.T) {
 	if out, err := exec.Command("cp", "-r", "../../examples/site", dir).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	// db-01 says provision = 1; web-01 does not say it at all.
+	// mirror-01 says provision = 1; web-01 does not say it at all.
 	for _, tt := range []struct {
 		host, file string
 		want       string
 	}{
-		{"db-01", "hosts/db-01.toml", "provision = 2                     # raised once"},
+		{"mirror-01", "hosts/mirror-01.toml", "provision = 2                     # raised once"},
 		{"web-01", "hosts/web-01.toml", "provision = 1\nmac ="},
 	} {
 		code, out, errOut := cairn(t, "host", "reprovision", tt.host, "--site", dir)
@@ -93,7 +93,7 @@ func TestHostReprovision(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range s.Hosts {
-		if (h.Name == "db-01" && h.Provision != 2) || (h.Name == "web-01" && h.Provision != 1) {
+		if (h.Name == "mirror-01" && h.Provision != 2) || (h.Name == "web-01" && h.Provision != 1) {
 			t.Errorf("%s: provision %d after reprovision", h.Name, h.Provision)
 		}
 	}

@@ -302,7 +302,7 @@ func sameTree(t *testing.T, a, b string) {
 func TestBackupSiteSymlinks(t *testing.T) {
 	tg := appliance(t)
 	// A link inside the site is stored as what it leads to; hidden files are passed over.
-	must(t, os.Symlink("nginx.conf", filepath.Join(tg.Site, "files", "default.conf")))
+	must(t, os.Symlink("index.html", filepath.Join(tg.Site, "files", "default.html")))
 	must(t, os.MkdirAll(filepath.Join(tg.Site, ".git"), 0o755))
 	must(t, os.WriteFile(filepath.Join(tg.Site, ".git", "HEAD"), []byte("ref: refs/heads/main\n"), 0o644))
 	must(t, os.WriteFile(filepath.Join(tg.Site, "hosts", "web-01.toml~"), []byte("backup"), 0o644))
@@ -310,7 +310,7 @@ func TestBackupSiteSymlinks(t *testing.T) {
 	if _, err := backup.Restore(context.Background(), bytes.NewReader(archive(t, tg)), dst, false); err != nil {
 		t.Fatal(err)
 	}
-	info, err := os.Lstat(filepath.Join(dst.Site, "files", "default.conf"))
+	info, err := os.Lstat(filepath.Join(dst.Site, "files", "default.html"))
 	if err != nil || !info.Mode().IsRegular() {
 		t.Errorf("the symlink inside the site: restored as %v, %v; want a regular file", info, err)
 	}
@@ -432,8 +432,8 @@ func TestRestoreRefusesDamagedArchives(t *testing.T) {
 		{"a truncated archive", a[:len(a)*2/3], []string{"entry ", "truncated"}},
 		{"an entry not in the manifest", rewrite(t, a, nil, map[string]string{"site/hosts/intruder.toml": "mac = \"52:54:00:00:00:66\"\n"}),
 			[]string{"entry site/hosts/intruder.toml is not in the manifest"}},
-		{"an entry missing", rewrite(t, a, func(h *tar.Header, body []byte) ([]byte, bool) { return body, h.Name != "site/hosts/db-01.toml" }, nil),
-			[]string{"entry site/hosts/db-01.toml is in the manifest but not in the archive"}},
+		{"an entry missing", rewrite(t, a, func(h *tar.Header, body []byte) ([]byte, bool) { return body, h.Name != "site/hosts/mirror-01.toml" }, nil),
+			[]string{"entry site/hosts/mirror-01.toml is in the manifest but not in the archive"}},
 		{"an entry outside", rewrite(t, a, nil, map[string]string{"../evil": "x"}), []string{"entry ../evil"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

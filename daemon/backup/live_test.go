@@ -75,7 +75,7 @@ func startDaemon(t *testing.T, cfg daemon.Config, log io.Writer) (addr string, s
 // editor keeps saving host files of the site, atomically as an editor does, with pauses of
 // up to 150 ms, until ctx ends; it returns how many edits it made.
 func editor(ctx context.Context, dir string) (edits int, err error) {
-	hosts := []string{"web-01", "web-02", "db-01"}
+	hosts := []string{"web-01", "web-02", "mirror-01"}
 	for ; ctx.Err() == nil; edits++ {
 		host := hosts[edits%len(hosts)]
 		p := filepath.Join(dir, "hosts", host+".toml")

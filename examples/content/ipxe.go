@@ -36,16 +36,17 @@ const (
 	IPXEPath = "/files/ipxe/"
 )
 
-// IPXEBinary is one binary of the package: the name build.toml carries it under (the file
-// name the TFTP server answers to), its path in the package and its sha256.
-type IPXEBinary struct {
+// PackageFile is one file of a Debian package: the name it goes by (for an iPXE binary, the
+// name build.toml carries it under, the file name the TFTP server answers to), its path in the
+// package and its sha256.
+type PackageFile struct {
 	Name, Path, SHA256 string
 }
 
 // IPXEBinaries are the binaries build.toml carries: BIOS (undionly.kpxe, over the NIC's
 // UNDI), UEFI x86-64 with iPXE's own drivers (ipxe.efi, which the package links to
 // ipxe-amd64.efi) and UEFI x86-64 over the firmware's network stack (snponly.efi).
-var IPXEBinaries = []IPXEBinary{
+var IPXEBinaries = []PackageFile{
 	{"undionly.kpxe", "usr/lib/ipxe/undionly.kpxe", "391bfe580ec9f823d046ee390765d6c389f482b9a8b9fae0f90871cd8ff57828"},
 	{"ipxe.efi", "usr/lib/ipxe/ipxe-amd64.efi", "6095eb23f4173674a3dc124a2a6d3cdeed514172793306a10d525f57b97cdc6a"},
 	{"snponly.efi", "usr/lib/ipxe/snponly.efi", "9a624b4e05ebc25718a7658356628a352532bd278e7a50465a36ab94a7c4e580"},
@@ -167,7 +168,7 @@ func fileSHA256(path string) (string, int64, error) {
 
 // debFiles reads the named regular files out of a .deb (an ar archive whose data.tar.xz or
 // data.tar.zst holds the files) and checks each against its sha256.
-func debFiles(deb []byte, want []IPXEBinary) (map[string][]byte, error) {
+func debFiles(deb []byte, want []PackageFile) (map[string][]byte, error) {
 	data, member, err := arMember(deb, "data.tar.")
 	if err != nil {
 		return nil, err
@@ -188,7 +189,7 @@ func debFiles(deb []byte, want []IPXEBinary) (map[string][]byte, error) {
 	default:
 		return nil, fmt.Errorf("%s: expected data.tar.xz or data.tar.zst", member)
 	}
-	byPath := map[string]IPXEBinary{}
+	byPath := map[string]PackageFile{}
 	for _, w := range want {
 		byPath[w.Path] = w
 	}

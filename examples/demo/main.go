@@ -55,7 +55,7 @@ func run(ctx context.Context, cairn, out string, port int, boot bool) error {
 	defer os.RemoveAll(tmp)
 	cctx, stopContent := context.WithCancel(ctx)
 	defer stopContent()
-	step("serving the example content on %s (stand-in images and OS image, made here)", content.Addr)
+	step("serving the example content on %s (the site's images, built here from trixie's busybox, and a stand-in OS image)", content.Addr)
 	if err := content.Serve(cctx, tmp); err != nil {
 		return err
 	}

@@ -101,6 +101,12 @@ func (e *ApplyError) Unwrap() error { return e.Err }
 // as it was; a later one rolls back to the generation applied before. The error, an
 // *ApplyError, says why; the status says so too (State HostFailed, Reason).
 func (a *Agent) Apply(ctx context.Context, d *api.Desired) (api.HostStatus, error) {
+	if d != nil && d.Logs != nil {
+		// Log requests ride along with the Desired, but are no part of it.
+		dd := *d
+		dd.Logs = nil
+		d = &dd
+	}
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
 	a.mu.Lock()

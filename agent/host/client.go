@@ -50,7 +50,7 @@ func (c *client) desired(ctx context.Context, generation int64, wait time.Durati
 	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
 	defer cancel()
 	var d api.Desired
-	if err := c.do(ctx, http.MethodGet, api.CallDesired, q, nil, &d, maxDesired); err != nil {
+	if err := c.do(ctx, http.MethodGet, api.CallDesired, q, nil, "", &d, maxDesired); err != nil {
 		return nil, err
 	}
 	return &d, nil
@@ -60,28 +60,30 @@ func (c *client) desired(ctx context.Context, generation int64, wait time.Durati
 func (c *client) status(ctx context.Context, st api.HostStatus) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return c.do(ctx, http.MethodPost, api.CallStatus, nil, st, nil, api.MaxBody)
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, api.CallStatus, nil, bytes.NewReader(b), "application/json", nil, api.MaxBody)
 }
 
-func (c *client) do(ctx context.Context, method, call string, q url.Values, in, out any, limit int64) error {
+// logs posts the output of the log request id as it comes from body, until body ends or the
+// appliance cuts the request (its operator went).
+func (c *client) logs(ctx context.Context, id string, body io.Reader) error {
+	return c.do(ctx, http.MethodPost, api.CallLogs+"/"+url.PathEscape(id), nil, body, "text/plain; charset=utf-8", nil, api.MaxBody)
+}
+
+func (c *client) do(ctx context.Context, method, call string, q url.Values, body io.Reader, contentType string, out any, limit int64) error {
 	u := strings.TrimRight(c.ha.Server, "/") + api.HostPath(url.PathEscape(c.ha.Host), call)
 	if len(q) > 0 {
 		u += "?" + q.Encode()
-	}
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.ha.Token)
 	resp, err := c.hc.Do(req)

@@ -85,6 +85,11 @@
 // pull) is tried again after a minute; one that was rolled back is tried again only when the
 // appliance sends another generation, or once after the agent restarts.
 //
+// Operators' log requests (api.LogRequest, cairn host logs) come with a Desired answer and
+// are no part of the desired state: the agent answers each at once, beside the long poll, by
+// posting the container's podman logs to the appliance as they come (the host opens no port),
+// for containers cairn owns only.
+//
 // Install writes, enables and starts the agent's own service unit.
 //
 // The package logs through Config.Log and RunConfig.Log (log/slog), and stays silent without

@@ -209,7 +209,9 @@ func (f *fakeHost) Remove(ctx context.Context, id string) error {
 }
 
 func (f *fakeHost) Logs(ctx context.Context, container string, follow bool, tail int, w io.Writer) error {
-	return nil
+	f.record("logs %s follow=%v tail=%d", container, follow, tail)
+	_, err := fmt.Fprintf(w, "%s line 1\n%s line 2\n", container, container)
+	return err
 }
 
 // fakeClock is a clock that only moves when something sleeps.

@@ -2,9 +2,12 @@ package host
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,12 +104,14 @@ func Run(ctx context.Context, rc RunConfig) error {
 	wg.Go(func() { r.report(ctx) })
 	r.poll(ctx)
 	wg.Wait()
+	r.logs.Wait()
 	return nil
 }
 
 type runner struct {
-	rc RunConfig
-	a  *Agent
+	rc   RunConfig
+	a    *Agent
+	logs sync.WaitGroup // log requests being answered
 
 	mu       sync.Mutex // guards what follows
 	c        *client
@@ -167,6 +172,10 @@ func (r *runner) poll(ctx context.Context) {
 			continue
 		}
 		backoff = rc.MinBackoff
+		for _, lr := range d.Logs {
+			r.logs.Go(func() { r.serveLogs(ctx, c, lr) })
+		}
+		d.Logs = nil
 		if !r.shouldApply(d) {
 			if rc.Now().Sub(t0) < rc.MinBackoff && rc.Sleep(ctx, rc.MinBackoff) != nil {
 				return // an appliance that answers at once each time gets no busy loop
@@ -252,4 +261,39 @@ func (r *runner) send(ctx context.Context, st api.HostStatus, force bool) {
 func sameStatus(a, b api.HostStatus) bool {
 	a.Time, b.Time = time.Time{}, time.Time{}
 	return sameJSON(a, b)
+}
+
+// serveLogs answers an operator's log request: it posts the container's output (podman logs)
+// to the appliance as it comes, until it ends or the appliance cuts the post. Only a
+// container cairn owns is read; for another the answer says so.
+func (r *runner) serveLogs(ctx context.Context, c *client, lr api.LogRequest) {
+	log := r.rc.Log.With("request", lr.ID, "container", lr.Container)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if _, ok := r.a.find(ctx, lr.Container); !ok {
+		msg := fmt.Sprintf("cairn-agent: this host runs no container %q of cairn's\n", lr.Container)
+		if err := c.logs(ctx, lr.ID, strings.NewReader(msg)); err != nil {
+			log.Debug("answering a log request", "err", err)
+		}
+		return
+	}
+	tail := lr.Tail
+	if tail <= 0 {
+		tail = -1 // all
+	}
+	log.Info("sending a container's logs to the appliance", "follow", lr.Follow, "tail", lr.Tail)
+	pr, pw := io.Pipe()
+	go func() {
+		err := r.a.cfg.Podman.Logs(ctx, lr.Container, lr.Follow, tail, pw)
+		if err != nil && ctx.Err() == nil {
+			fmt.Fprintf(pw, "\ncairn-agent: %v\n", err)
+		}
+		pw.Close()
+	}()
+	if err := c.logs(ctx, lr.ID, pr); err != nil && ctx.Err() == nil {
+		log.Debug("sending logs", "err", err)
+	}
+	// The appliance took all, or its operator went: stop reading.
+	cancel()
+	pr.Close()
 }

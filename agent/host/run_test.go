@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -20,6 +21,8 @@ type fakeAppliance struct {
 
 	mu       sync.Mutex
 	desired  *api.Desired
+	logs     map[string]string // log request ID -> what the agent posted
+	logged   chan string       // each log request ID posted, when not nil
 	tokens   map[string]bool
 	gets     []string // "generation=N wait=W token=T" of each GET
 	statuses []api.HostStatus
@@ -59,6 +62,19 @@ func (f *fakeAppliance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.statuses = append(f.statuses, st)
 		f.mu.Unlock()
 		w.WriteHeader(http.StatusAccepted)
+	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, api.HostPath("h1", api.CallLogs)+"/"):
+		b, _ := io.ReadAll(r.Body)
+		f.mu.Lock()
+		if f.logs == nil {
+			f.logs = map[string]string{}
+		}
+		id := strings.TrimPrefix(r.URL.Path, api.HostPath("h1", api.CallLogs)+"/")
+		f.logs[id] = string(b)
+		logged := f.logged
+		f.mu.Unlock()
+		if logged != nil {
+			logged <- id
+		}
 	default:
 		http.NotFound(w, r)
 	}
@@ -311,4 +327,63 @@ func TestRunRetryPolicy(t *testing.T) {
 	check("a failed pull, at once", desired(2, ctr("web", 'b')), false)
 	e.clock.Sleep(context.Background(), time.Minute)
 	check("a failed pull, a minute on", desired(2, ctr("web", 'b')), true)
+}
+
+func TestRunAnswersLogRequests(t *testing.T) {
+	e := newEnv(t)
+	e.host.containers["manual"] = ContainerInfo{ID: "m", Name: "manual", State: "running"}
+	ctx, cancel := testContext(t)
+	defer cancel()
+	fa := &fakeAppliance{t: t, desired: desired(1, ctr("web", 'a')), tokens: map[string]bool{"tok": true}}
+	fa.onGet = func(n int, r *http.Request) {
+		fa.mu.Lock()
+		defer fa.mu.Unlock()
+		switch n {
+		case 2: // with the same Desired, two operators' requests
+			fa.desired.Logs = []api.LogRequest{{ID: "r1", Container: "web", Tail: 5}, {ID: "r2", Container: "manual", Follow: true}}
+		case 3:
+			fa.desired.Logs = nil
+		}
+	}
+	fa.logged = make(chan string, 2)
+	srv := httptest.NewServer(fa)
+	defer srv.Close()
+	ha := api.HostAgent{Server: srv.URL, Host: "h1", Token: "tok"}
+	done := make(chan error)
+	go func() { done <- Run(ctx, runConfig(e, e.agent(), func() (api.HostAgent, error) { return ha, nil })) }()
+	for range 2 {
+		select {
+		case <-fa.logged:
+		case <-ctx.Done():
+			t.Fatal("the log requests were not answered")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	calls := e.host.take()
+	var restarts, logs []string
+	for _, c := range calls {
+		switch {
+		case strings.HasPrefix(c, "restart"):
+			restarts = append(restarts, c)
+		case strings.HasPrefix(c, "logs"):
+			logs = append(logs, c)
+		}
+	}
+	if len(restarts) != 1 {
+		t.Errorf("restarts %v: a Desired carrying log requests is no new generation", restarts)
+	}
+	if want := []string{"logs web follow=false tail=5"}; !slices.Equal(logs, want) {
+		t.Errorf("podman logs %v, want %v (never of a container cairn did not create)", logs, want)
+	}
+	fa.mu.Lock()
+	defer fa.mu.Unlock()
+	if got := fa.logs["r1"]; got != "web line 1\nweb line 2\n" {
+		t.Errorf("posted for r1: %q", got)
+	}
+	if got := fa.logs["r2"]; !strings.Contains(got, `no container "manual" of cairn's`) {
+		t.Errorf("posted for r2: %q, want a refusal", got)
+	}
 }

@@ -152,3 +152,19 @@ func TestServiceOf(t *testing.T) {
 		}
 	}
 }
+
+func TestStateModes(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "var/lib/cairn/agent")
+	if err := writeJSON(dir, currentFile, map[string]string{"secret": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{
+		dir:                             0o700 | os.ModeDir,
+		filepath.Join(dir, currentFile): 0o600,
+	} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode() != want {
+			t.Errorf("%s: mode %v, %v; want %v", path, fi.Mode(), err, want)
+		}
+	}
+}

@@ -103,7 +103,12 @@ func writeJSON(dir, name string, v any) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Only the state directory itself is private: /var/lib/cairn holds the config files
+	// containers mount too.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	return writeFileAtomic(path, append(b, '\n'), 0o600)

@@ -181,7 +181,8 @@ func (a *Agent) apply(ctx context.Context, d *api.Desired) error {
 	if err != nil {
 		return &ApplyError{Generation: gen, Step: "render", Err: fmt.Errorf("rendering the units: %w", err)}
 	}
-	if err := a.cfg.Validate(ctx, r.Units); err != nil {
+	// No units (the site took every container off this host) is nothing to validate.
+	if err := a.validate(ctx, r.Units); err != nil {
 		return &ApplyError{Generation: gen, Step: "validate", Err: fmt.Errorf("the host's quadlet refuses the units: %w", err)}
 	}
 
@@ -289,6 +290,13 @@ func (a *Agent) apply(ctx context.Context, d *api.Desired) error {
 		return fail(ae)
 	}
 	return a.commit(ctx, d, r)
+}
+
+func (a *Agent) validate(ctx context.Context, units []quadlet.Unit) error {
+	if len(units) == 0 {
+		return nil
+	}
+	return a.cfg.Validate(ctx, units)
 }
 
 // commit records d as applied (the one before it as previous) and then tidies up: config

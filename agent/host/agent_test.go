@@ -479,3 +479,19 @@ func TestInterruptedApplyRollsBackAtTheNextStart(t *testing.T) {
 		t.Error("the unit is not generation 1's after the next start")
 	}
 }
+
+func TestRemoveEverything(t *testing.T) {
+	e := newEnv(t)
+	a := e.agent()
+	mustApply(t, a, desired(1, ctr("web", 'a'), ctr("db", 'b')))
+	e.host.take()
+	st := mustApply(t, a, desired(2))
+	equalCalls(t, "no containers left", e.host.take(), []string{
+		"stop cairn-db.service file=true",
+		"stop cairn-web.service file=true",
+		"reload [] staged=0",
+	})
+	if len(st.Containers) != 0 {
+		t.Errorf("containers %+v, want none", st.Containers)
+	}
+}

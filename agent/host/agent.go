@@ -204,12 +204,17 @@ func (a *Agent) apply(ctx context.Context, d *api.Desired) error {
 			a.cfg.Log.Error("restoring registries.conf", "path", p.RegistriesConf, "err", err)
 		}
 	}
+	pulled := map[string]bool{}
 	for _, c := range d.Containers {
 		ref, err := pullRef(c)
 		if err != nil {
 			restoreReg()
 			return &ApplyError{Generation: gen, Step: "pull", Container: c.Name, Err: err}
 		}
+		if pulled[ref] {
+			continue
+		}
+		pulled[ref] = true
 		a.cfg.Log.Info("pulling", "container", c.Name, "image", ref)
 		if err := a.cfg.Podman.Pull(ctx, ref); err != nil {
 			restoreReg()

@@ -74,7 +74,8 @@ func TestApplySequence(t *testing.T) {
 		"restart cairn-cache.service",
 	})
 
-	// A new generation number with the same units: pulls, no reload, no restart.
+	// A new generation number with the same units: pulls (each image once), no reload, no
+	// restart.
 	mustApply(t, a, desired(4, c, withHealth(ctr("web", 'd'))))
 	equalCalls(t, "generation 4", e.host.take(), []string{
 		"validate cairn-cache.container cairn-web.container",
@@ -494,4 +495,16 @@ func TestRemoveEverything(t *testing.T) {
 	if len(st.Containers) != 0 {
 		t.Errorf("containers %+v, want none", st.Containers)
 	}
+}
+
+func TestPullsEachImageOnce(t *testing.T) {
+	e := newEnv(t)
+	mustApply(t, e.agent(), desired(1, ctr("one", 'a'), ctr("two", 'a')))
+	var pulls []string
+	for _, c := range e.host.take() {
+		if strings.HasPrefix(c, "pull") {
+			pulls = append(pulls, c)
+		}
+	}
+	equalCalls(t, "two containers of one image", pulls, []string{"pull " + ref('a')})
 }

@@ -268,7 +268,7 @@ func (a *Agent) apply(ctx context.Context, d *api.Desired) error {
 			to = fmt.Sprintf("to generation %d", cur.Generation)
 		}
 		if rerr := a.rollback(ctx, touched); rerr != nil {
-			ae.Err = fmt.Errorf("%w; rolling back %s failed too: %v", ae.Err, to, rerr)
+			ae.Err = fmt.Errorf("%w; rolling back %s failed too: %w", ae.Err, to, rerr)
 		} else {
 			ae.Err = fmt.Errorf("%w; rolled back %s", ae.Err, to)
 		}
@@ -574,7 +574,7 @@ func (a *Agent) start(ctx context.Context, svc string, u quadlet.Unit, c *api.Co
 // waitRunning waits until the container runs, and is healthy when it has a health check; an
 // unhealthy verdict fails at once.
 func (a *Agent) waitRunning(ctx context.Context, name string, check bool, bound time.Duration, deadline time.Time) error {
-	last := "missing"
+	var last string
 	for {
 		info, ok := a.find(ctx, name)
 		switch {

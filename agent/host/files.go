@@ -18,7 +18,7 @@ import (
 // new, whole, whatever happens.
 func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // G301: unit, config and registries.conf directories are world-readable
 		return err
 	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
@@ -28,15 +28,15 @@ func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	tmp := f.Name()
 	defer os.Remove(tmp) // fails harmlessly once renamed
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Chmod(mode); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -108,14 +108,14 @@ func stage(dir string, units []quadlet.Unit) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // G301: quadlet reads it as any unit directory
 		return err
 	}
 	for _, u := range units {
 		if !safeName(u.Name) {
 			return fmt.Errorf("the unit name %q is not a plain file name", u.Name)
 		}
-		f, err := os.OpenFile(filepath.Join(dir, u.Name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		f, err := os.OpenFile(filepath.Join(dir, u.Name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644) //nolint:gosec // G302: unit files are world-readable
 		if err != nil {
 			return err
 		}
@@ -142,7 +142,7 @@ func safeName(name string) bool {
 // yet, and then removes the old copy, now at staged. Quadlet sees the old units or the new,
 // never a mix, and no old copy is left for a later reload to find.
 func swap(staged, unitDir string) error {
-	if err := os.MkdirAll(filepath.Dir(unitDir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(unitDir), 0o755); err != nil { //nolint:gosec // G301: /etc/containers/systemd is world-readable
 		return err
 	}
 	_, err := os.Lstat(unitDir)

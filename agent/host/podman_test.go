@@ -84,7 +84,7 @@ func TestPodmanListRace(t *testing.T) {
 		if args[0] == "ps" {
 			return ps, nil
 		}
-		return []byte(one), errors.New("podman container: exit status 125: Error: no such container")
+		return one, errors.New("podman container: exit status 125: Error: no such container")
 	}}
 	if got, err := p.List(context.Background()); err != nil || len(got) != 1 || got[0].Name != "web" {
 		t.Errorf("List() = %d containers, %v; want what inspect printed", len(got), err)

@@ -68,7 +68,8 @@ func (rc *RunConfig) setDefaults() {
 		rc.Tick = sleep
 	}
 	if rc.Jitter == nil {
-		rc.Jitter = func(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
+		// Jitter only spreads hosts' retries: no secret hangs on it.
+		rc.Jitter = func(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) } //nolint:gosec // G404
 	}
 	if rc.Now == nil {
 		rc.Now = time.Now
@@ -164,7 +165,7 @@ func (r *runner) poll(ctx context.Context) {
 		}
 		if err != nil {
 			wait := rc.Jitter(backoff)
-			rc.Log.Warn("the appliance is out of reach; the containers keep running as they are", "err", err, "retry_in", wait.Round(time.Millisecond))
+			rc.Log.Warn("no desired state from the appliance; the containers keep running as they are", "err", err, "retry_in", wait.Round(time.Millisecond))
 			if rc.Sleep(ctx, wait) != nil {
 				return
 			}
@@ -288,12 +289,12 @@ func (r *runner) serveLogs(ctx context.Context, c *client, lr api.LogRequest) {
 		if err != nil && ctx.Err() == nil {
 			fmt.Fprintf(pw, "\ncairn-agent: %v\n", err)
 		}
-		pw.Close()
+		_ = pw.Close()
 	}()
 	if err := c.logs(ctx, lr.ID, pr); err != nil && ctx.Err() == nil {
 		log.Debug("sending logs", "err", err)
 	}
 	// The appliance took all, or its operator went: stop reading.
 	cancel()
-	pr.Close()
+	_ = pr.Close()
 }

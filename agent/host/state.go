@@ -105,7 +105,7 @@ func writeJSON(dir, name string, v any) error {
 	}
 	// Only the state directory itself is private: /var/lib/cairn holds the config files
 	// containers mount too.
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil { //nolint:gosec // G301: see above
 		return err
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {

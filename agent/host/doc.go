@@ -38,14 +38,19 @@
 // cairn-web.service: job result failed", "web: health check unhealthy within 2m0s", followed by
 // "rolled back to generation N".
 //
+// A rollback renders the applied generation again from the agent's saved state rather than
+// keeping the displaced unit directory: no old copy lingers for a reload to find, and an
+// agent killed half-way can roll back from its state alone. When the agent is killed (or
+// stopped) half-way, the pending mark stays, and Recover, which Run calls first, rolls back.
+//
 // Applies are serialized, so two daemon-reloads (two generator runs) never overlap; Run holds
-// a lock file under /run so that a second agent cannot run beside it. When the agent is killed
-// half-way, the pending mark stays, and Recover (which Run calls first) rolls back.
+// a lock file under /run so that a second agent cannot run beside it.
 //
 // The seams are small interfaces: Systemd (DBus is the real one, over the system bus with
 // github.com/coreos/go-systemd/v22/dbus) and Podman (PodmanCLI runs the podman command with
-// JSON output, since podman's Go bindings are out of reach), and Config.Validate (quadlet's
-// Validate by default).
+// JSON output, since podman's Go bindings are out of reach: podman ps for the owned
+// containers, then podman container inspect for their health, image digest and restart
+// count), and Config.Validate (quadlet's Validate by default).
 //
 // # Files
 //
